@@ -1,0 +1,136 @@
+"""The model gateway's contract: chat requests in, typed results out, one backend class per kind of model.
+
+A backend is one class with validated ``Options`` and one abstract method, :meth:`Backend.run`, which yields
+``(index, result)`` pairs as results finish (in any order), so the gateway can write each one to the call cache the
+moment it exists: a crash loses at most the calls still in flight. Built-in backends register exactly like external
+ones (``@register_backend`` here, or the ``saferinstruct.backends`` entry-point group).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from importlib.metadata import entry_points
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from saferinstruct.params import Params
+
+Outcome = Literal["ok", "content_filter", "refused", "invalid_prompt", "error"]
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class GenerationParams(Params):
+    """Decoding settings; part of every cache key."""
+
+    max_tokens: int = Field(default=256, ge=1)
+    temperature: float = Field(default=0.0, ge=0.0)
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    seed: int | None = 0
+    stop: list[str] = Field(default_factory=list)
+
+
+class ChatRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    messages: tuple[Message, ...]
+    params: GenerationParams = Field(default_factory=GenerationParams)
+    # Distinguishes otherwise identical sampled requests (candidate k of n); part of the cache key.
+    sample_index: int = 0
+
+    @classmethod
+    def chat(cls, user: str, system: str | None = None, **kw: Any) -> ChatRequest:
+        msgs = ([Message(role="system", content=system)] if system else []) + [Message(role="user", content=user)]
+        return cls(messages=tuple(msgs), **kw)
+
+
+class ChatResult(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    text: str
+    outcome: Outcome = "ok"
+    finish_reason: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    error: str | None = None
+    cache_key: str = ""
+    cached: bool = False
+
+
+class Backend(ABC):
+    """One kind of model. Subclasses set ``name`` and ``Options`` and implement :meth:`run`."""
+
+    name: ClassVar[str]
+    Options: ClassVar[type[Params]] = Params
+
+    def __init__(self, options: Params | dict[str, Any] | None = None):
+        self.options = options if isinstance(options, Params) else self.Options.model_validate(options or {})
+
+    def identity(self) -> str:
+        """Pinned model identity for the cache key (name plus revision or weights hash). Override when known."""
+        opts = self.options.model_dump(exclude=self.unkeyed_options())
+        return f"{self.name}:{json.dumps(opts, sort_keys=True, default=str)}"
+
+    def unkeyed_options(self) -> set[str]:
+        """Options that do not change outputs (concurrency, timeouts, keys): left out of the identity."""
+        return set()
+
+    @abstractmethod
+    def run(self, requests: Sequence[ChatRequest]) -> Iterator[tuple[int, ChatResult]]:
+        """Yield ``(index into requests, result)`` for every request, in completion order."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release clients or models."""
+
+
+_REGISTRY: dict[str, type[Backend]] = {}
+
+
+def register_backend(cls: type[Backend]) -> type[Backend]:
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def backend_class(name: str) -> type[Backend]:
+    if name not in _REGISTRY:
+        _load_builtin_and_plugins()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        known = ", ".join(sorted(_REGISTRY)) or "none"
+        raise ValueError(f"unknown backend '{name}' (known: {known})") from None
+
+
+def _load_builtin_and_plugins() -> None:
+    import importlib
+
+    for mod in ("fake", "openai_backend", "local", "offline_judges"):
+        try:
+            importlib.import_module(f"saferinstruct.llm.{mod}")
+        except ModuleNotFoundError as err:  # a builtin whose optional dependency is missing
+            if not (err.name or "").startswith("saferinstruct"):
+                continue
+            if err.name != f"saferinstruct.llm.{mod}":
+                raise
+    for ep in entry_points(group="saferinstruct.backends"):
+        ep.load()
+
+
+def make_backend(name: str, options: dict[str, Any] | None = None) -> Backend:
+    return backend_class(name)(options)
+
+
+def cache_key(identity: str, request: ChatRequest) -> str:
+    """Content address of one call: backend identity + rendered messages + generation params + sample index."""
+    payload = {"identity": identity, "request": request.model_dump(mode="json")}
+    blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()

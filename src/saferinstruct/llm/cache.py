@@ -1,0 +1,44 @@
+"""Content-addressed call cache: one small JSON file per call, sharded by key prefix.
+
+One file per entry makes every completed call durable on its own (atomic rename), so a crashed stage resumes without
+paying twice, and it lets DVC push only new entries. Each stage owns its cache directory as a persistent DVC output.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from saferinstruct.io import atomic_open
+from saferinstruct.llm.base import ChatResult
+
+
+class CallCache:
+    def __init__(self, root: Path | str | None):
+        self.root = Path(root) if root else None
+
+    def _path(self, key: str) -> Path:
+        assert self.root is not None
+        return self.root / key[:2] / f"{key}.json"
+
+    def get(self, key: str) -> ChatResult | None:
+        if self.root is None:
+            return None
+        path = self._path(key)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return None  # a torn entry from an old crash is simply recomputed
+        return ChatResult.model_validate(data).model_copy(update={"cached": True, "cache_key": key})
+
+    def put(self, key: str, result: ChatResult) -> None:
+        if self.root is None:
+            return
+        stored = result.model_copy(update={"cached": False, "cache_key": key})
+        with atomic_open(self._path(key)) as fh:
+            fh.write(stored.model_dump_json())
+
+    def __len__(self) -> int:
+        return 0 if self.root is None or not self.root.exists() else sum(1 for _ in self.root.glob("*/*.json"))
