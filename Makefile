@@ -4,6 +4,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 export HF_HUB_OFFLINE := 1
+# Stage commands in dvc.yaml call `python`: make it the environment's.
+export PATH := $(CURDIR)/$(BIN):$(PATH)
 export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 export TOKENIZERS_PARALLELISM := false
 

@@ -73,3 +73,54 @@ def _few_threads():
 
     torch.set_num_threads(1)  # CI has 2 cores; tiny models are slower with more threads
     yield
+
+
+def import_stage(name: str):
+    """Import stages/<name>.py (stages/ is not a package) and return the module; its click command is ``main``."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"stage_{name}", REPO / "stages" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def load_stage():
+    """``load_stage("ingest").main`` is the stage's click command, ready for CliRunner."""
+    return import_stage
+
+
+SMOLLM2_CACHE = Path.home() / ".cache" / "saferinstruct"
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    """The real SmolLM2-135M-Instruct (fp32 safetensors + tokenizer) converted from the GGUF that `make test` installs.
+    Converted once per machine (~35 s) and cached under ~/.cache/saferinstruct keyed by the GGUF's sha256, so later
+    sessions reuse it. Read-only: copy it before changing anything."""
+    from saferinstruct.basemodel import BaseModelParams, cached_conversion
+
+    path, _ = cached_conversion(BaseModelParams(source="bundled", cache_dir=str(SMOLLM2_CACHE)))
+    return path
+
+
+@pytest.fixture(scope="session")
+def varied_model_dir(tiny_model_dir, tmp_path_factory) -> Path:
+    """The tiny model with larger random weights: its greedy output varies token by token (the 0.02-std init of
+    tiny_model_dir repeats one token), so generation tests can tell outputs apart. Read-only."""
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    path = tmp_path_factory.mktemp("varied") / "model"
+    shutil.copytree(tiny_model_dir, path)
+    model = AutoModelForCausalLM.from_pretrained(path)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.dim() > 1:
+                param.copy_(torch.randn(param.shape, generator=gen) * 0.2)
+    model.save_pretrained(path)
+    return path

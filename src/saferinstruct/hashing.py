@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from pathlib import Path
 
 _CHUNK = 1 << 20
@@ -28,3 +29,15 @@ def dir_sha256(path: Path | str, pattern: str = "*") -> str:
 
 def text_sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def hash_split(ids: Iterable[str], fraction: float, seed: int | str = 0) -> set[str]:
+    """The ids of a deterministic held-out split: the round(n * fraction) ids with the smallest seeded hash.
+
+    Each id's rank depends only on (seed, id), so adding or removing a row moves at most a row or two across the
+    split instead of reshuffling it, and the split never depends on row order.
+    """
+    ids = list(dict.fromkeys(ids))
+    k = round(len(ids) * fraction)
+    ranked = sorted(ids, key=lambda i: text_sha256(f"{seed}:{i}"))
+    return set(ranked[:k])

@@ -106,15 +106,33 @@ class ExpertResponse(Record):
     cache_key: str
 
 
-class PreferencePair(Record):
-    """A TRL-ready preference row: prompt, chosen (safe expert answer), rejected (original harmful text)."""
+class ChatTurn(BaseModel):
+    """One message of TRL's conversational format."""
 
-    prompt: str
-    chosen: str
-    rejected: str
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class PreferencePair(Record):
+    """A TRL-ready preference row: prompt, chosen (safe expert answer), rejected (original harmful text).
+
+    Either TRL variant: plain strings, or conversational lists of turns (prompt: user turns, chosen/rejected: one
+    assistant turn). ``as_text`` gives a plain string of either, for display and matching.
+    """
+
+    prompt: str | list[ChatTurn]
+    chosen: str | list[ChatTurn]
+    rejected: str | list[ChatTurn]
     category: str
     kind: Literal["safety", "helpful"]
     provenance: dict[str, Any] = Field(default_factory=dict)
+
+
+def as_text(value: str | list[ChatTurn]) -> str:
+    """The text of a plain or conversational preference field (turns joined by blank lines)."""
+    return value if isinstance(value, str) else "\n\n".join(t.content for t in value)
 
 
 class EvalResult(Record):

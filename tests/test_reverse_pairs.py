@@ -1,0 +1,94 @@
+"""reverse_pairs: one loader per format, length bounds, dedup, leakage, caps, deterministic split, the stage."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+from click.testing import CliRunner
+from conftest import FIXTURES, REPO
+
+from saferinstruct.hashing import hash_split
+from saferinstruct.instructions import ReversePairsParams, build_reverse_pairs
+from saferinstruct.io import read_rows
+from saferinstruct.records import RejectedRow, ReversePair
+
+INS = FIXTURES / "data" / "instructions"
+
+
+def datasets() -> list[dict]:
+    return [
+        {"name": "alp", "format": "alpaca", "path": str(INS / "alpaca_mini.json"), "licence": "CC BY-NC 4.0"},
+        {"name": "lima", "format": "lima", "path": str(INS / "lima_mini.json"), "licence": "CC BY-NC-SA 4.0"},
+        {"name": "si", "format": "selfinstruct", "path": str(INS / "selfinstruct_mini.jsonl"), "licence": "Apache-2.0"},
+        {"name": "chat", "format": "messages", "path": str(INS / "sharegpt_mini.jsonl"), "licence": "CC0"},
+    ]
+
+
+def params(**kw) -> ReversePairsParams:
+    base = {"val_fraction": 0.25, "min_response_chars": 10, "datasets": datasets(),
+            "eval_files": [{"path": str(FIXTURES / "data/eval/eval_prompts.jsonl"), "field": "prompt"}]}
+    return ReversePairsParams.model_validate(base | kw)
+
+
+def test_loaders_and_filters():
+    res = build_reverse_pairs(params())
+    kept = {r.id: r for r in res.train + res.val}
+    assert sorted(kept) == ["alp:15", "alp:2", "alp:7", "chat:1", "chat:2", "lima:2", "si:task_0.0", "si:task_0.1"]
+    assert kept["alp:7"].instruction == "Translate the sentence into French.\n\nThe cat sleeps."  # input appended
+    assert kept["alp:15"].response.startswith("def add(a, b):\n    return a + b")  # code indentation kept
+    assert kept["si:task_0.0"].instruction == "Fix the spelling in the sentence.\n\nI beleive it."
+    assert kept["chat:1"].instruction == "Give me a tip for better sleep."  # system turn skipped
+    assert kept["chat:2"].response.startswith("Eleven")
+    assert kept["lima:2"].licence == "CC BY-NC-SA 4.0" and kept["lima:2"].dataset == "lima"
+    reasons = {r.id: r.reason for r in res.rejected}
+    assert reasons == {"alp:12": "duplicate", "alp:13": "eval_leak", "alp:14": "response_too_short",
+                       "lima:3": "multi_turn", "chat:3": "no_user_assistant_turns"}
+    assert res.stats["read"] == 13 and res.stats["kept"] == 8 and res.stats["rejected"]["duplicate"] == 1
+
+
+def test_split_is_deterministic_and_stable():
+    a, b = build_reverse_pairs(params()), build_reverse_pairs(params())
+    assert [r.id for r in a.val] == [r.id for r in b.val] and len(a.val) == 2 and len(a.train) == 6
+    assert not {r.id for r in a.val} & {r.id for r in a.train}
+    ids = [f"x{i}" for i in range(200)]
+    base = hash_split(ids, 0.1, seed=0)
+    assert len(base) == 20 and hash_split(list(reversed(ids)), 0.1, seed=0) == base  # order-independent
+    assert len(hash_split(ids + ["new"], 0.1, seed=0) ^ base) <= 2  # one more row barely moves the split
+    assert hash_split(ids, 0.1, seed=1) != base
+
+
+def test_length_bounds_and_cap():
+    res = build_reverse_pairs(params(max_response_chars=60, max_instruction_chars=30))
+    reasons = {r.id: r.reason for r in res.rejected}
+    assert reasons["alp:2"] == "response_too_long" and reasons["alp:7"] == "instruction_too_long"
+    capped = build_reverse_pairs(params(datasets=[datasets()[0] | {"max_pairs": 1}]))
+    assert len(capped.train + capped.val) == 1
+    assert sum(r.reason == "over_cap" for r in capped.rejected) == 2
+    again = build_reverse_pairs(params(datasets=[datasets()[0] | {"max_pairs": 1}]))
+    assert [r.id for r in again.train + again.val] == [r.id for r in capped.train + capped.val]
+
+
+def _run_stage(load_stage, tmp_path: Path, params_path: Path):
+    out = {k: tmp_path / f"{k}.json{'l' if k != 'stats' else ''}" for k in ("train", "val", "rejected", "stats")}
+    args = [a for k, v in out.items() for a in (f"--{k}", str(v))] + ["--params", str(params_path)]
+    return CliRunner().invoke(load_stage("reverse_pairs").main, args), out
+
+
+def test_stage_writes_typed_outputs(load_stage, tmp_path):
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"reverse_pairs": params().model_dump()}))
+    res, out = _run_stage(load_stage, tmp_path, tmp_path / "params.yaml")
+    assert res.exit_code == 0, res.output
+    assert len(read_rows(out["train"], ReversePair)) == 6 and len(read_rows(out["val"], ReversePair)) == 2
+    assert len(read_rows(out["rejected"], RejectedRow)) == 5
+    assert json.loads(out["stats"].read_text())["by_dataset"]["alp"]["rejected"]["eval_leak"] == 1
+
+
+def test_default_params_on_shipped_data(load_stage, tmp_path):
+    res, out = _run_stage(load_stage, tmp_path, REPO / "params.yaml")
+    assert res.exit_code == 0, res.output
+    train, val = read_rows(out["train"], ReversePair), read_rows(out["val"], ReversePair)
+    assert 100 <= len(train) <= 400 and 0.05 <= len(val) / (len(train) + len(val)) <= 0.15
+    assert {r.dataset for r in train} == {"alpaca", "lima", "selfinstruct"}
+    assert all(20 <= len(r.response) <= 800 for r in train + val)
