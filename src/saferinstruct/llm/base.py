@@ -4,6 +4,10 @@ A backend is one class with validated ``Options`` and one abstract method, :meth
 ``(index, result)`` pairs as results finish (in any order), so the gateway can write each one to the call cache the
 moment it exists: a crash loses at most the calls still in flight. Built-in backends register exactly like external
 ones (``@register_backend`` here, or the ``saferinstruct.backends`` entry-point group).
+
+Secrets (API keys) never live in ``options``, which are hashed into cache keys and logged: the stage reads the
+environment and hands them over with ``make_backend(..., secrets=...)``; a backend looks up only the names its options
+declare.
 """
 
 from __future__ import annotations
@@ -11,15 +15,26 @@ from __future__ import annotations
 import hashlib
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from importlib.metadata import entry_points
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from saferinstruct.params import Params
+from saferinstruct.params import Params, ParamsError
 
 Outcome = Literal["ok", "content_filter", "refused", "invalid_prompt", "error"]
+
+
+class BackendConfigError(ParamsError):
+    """The backend cannot work as configured (missing or wrong key, unknown model, unreachable server): a one-line
+    stage error that names the fix, raised instead of recording the same failure for every row."""
+
+
+class Drain(Exception):  # noqa: N818 - a signal, not an error
+    """Thrown into a running :meth:`Backend.run` generator by the gateway when it must stop early (budget reached, the
+    consumer failed): launch nothing new, keep yielding the calls already in flight (they are paid for), then return.
+    A backend that does not catch it simply stops."""
 
 
 class Message(BaseModel):
@@ -71,6 +86,8 @@ class Backend(ABC):
 
     name: ClassVar[str]
     Options: ClassVar[type[Params]] = Params
+    # Environment values the stage handed over (see make_backend); never hashed, logged or written.
+    secrets: Mapping[str, str] = {}
 
     def __init__(self, options: Params | dict[str, Any] | None = None):
         self.options = options if isinstance(options, Params) else self.Options.model_validate(options or {})
@@ -84,9 +101,15 @@ class Backend(ABC):
         """Options that do not change outputs (concurrency, timeouts, keys): left out of the identity."""
         return set()
 
+    def secret_names(self) -> set[str]:
+        """Environment variables this backend needs from the stage (e.g. the one its ``api_key_env`` names)."""
+        return set()
+
     @abstractmethod
     def run(self, requests: Sequence[ChatRequest]) -> Iterator[tuple[int, ChatResult]]:
-        """Yield ``(index into requests, result)`` for every request, in completion order."""
+        """Yield ``(index into requests, result)`` for every request, in completion order. A failed call is a result
+        with ``outcome="error"`` (not cached, so a re-run retries it); raise only when no call can succeed
+        (:class:`BackendConfigError`). Concurrent backends should honour :class:`Drain`."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release clients or models."""
@@ -113,7 +136,7 @@ def backend_class(name: str) -> type[Backend]:
 def _load_builtin_and_plugins() -> None:
     import importlib
 
-    for mod in ("fake", "openai_backend", "local", "offline_judges"):
+    for mod in ("fake", "openai_backend", "local", "vllm_backend", "offline_judges"):
         try:
             importlib.import_module(f"saferinstruct.llm.{mod}")
         except ModuleNotFoundError as err:  # a builtin whose optional dependency is missing
@@ -125,8 +148,14 @@ def _load_builtin_and_plugins() -> None:
         ep.load()
 
 
-def make_backend(name: str, options: dict[str, Any] | None = None) -> Backend:
-    return backend_class(name)(options)
+def make_backend(name: str, options: Params | dict[str, Any] | None = None,
+                 secrets: Mapping[str, str] | None = None) -> Backend:
+    """Build a backend by name; ``secrets`` maps environment variable names to values (e.g. ``os.environ``), of which
+    the backend keeps only the ones it names in :meth:`Backend.secret_names`."""
+    backend = backend_class(name)(options)
+    if secrets:
+        backend.secrets = {k: secrets[k] for k in backend.secret_names() if k in secrets}
+    return backend
 
 
 def cache_key(identity: str, request: ChatRequest) -> str:

@@ -27,6 +27,9 @@ class FakeBackend(Backend):
         super().__init__(options)
         self.calls = 0
 
+    def unkeyed_options(self) -> set[str]:
+        return {"crash_after"}  # a crash changes no answer: the re-run must hit what the crashed run cached
+
     def run(self, requests: Sequence[ChatRequest]) -> Iterator[tuple[int, ChatResult]]:
         for i, req in enumerate(requests):
             if self.options.crash_after is not None and self.calls >= self.options.crash_after:

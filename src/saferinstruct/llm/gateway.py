@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from saferinstruct.llm.base import Backend, ChatRequest, ChatResult, cache_key
+from saferinstruct.llm.base import Backend, ChatRequest, ChatResult, Drain, cache_key
 from saferinstruct.llm.cache import CallCache
 
 
@@ -52,36 +52,66 @@ class Gateway:
     def key(self, request: ChatRequest) -> str:
         return cache_key(self.identity, request)
 
-    def complete(self, requests: Sequence[ChatRequest]) -> list[ChatResult]:
-        """Results in request order; cached ones are free, new ones are cached as each finishes."""
+    def complete(self, requests: Sequence[ChatRequest],
+                 on_result: Callable[[ChatResult], None] | None = None) -> list[ChatResult]:
+        """Results in request order; cached ones are free, new ones are cached as each finishes (``on_result`` is
+        called after each, e.g. for a progress bar). Identical requests in one batch are paid once."""
         results: list[ChatResult | None] = [None] * len(requests)
-        keys = [self.key(r) for r in requests]
         misses: dict[str, list[int]] = {}
-        for i, key in enumerate(keys):
+        for i, request in enumerate(requests):
+            key = self.key(request)
             hit = self.cache.get(key)
             if hit is not None:
                 results[i] = hit
                 self.stats.cache_hits += 1
+                self.stats.outcomes[hit.outcome] += 1
             else:
-                misses.setdefault(key, []).append(i)  # identical requests in one batch are paid once
+                misses.setdefault(key, []).append(i)
         self.stats.requests += len(requests)
-        todo = [requests[idx[0]] for idx in misses.values()]
-        todo_keys = list(misses)
-        if todo:
+        if misses:
             self._check_budget()
-            for j, result in self.backend.run(todo):
-                key = todo_keys[j]
-                result = result.model_copy(update={"cache_key": key, "cached": False})
-                if result.outcome != "error":  # transient failures are not cached: a re-run retries them
-                    self.cache.put(key, result)
-                self._count(result)
-                for i in misses[key]:
-                    results[i] = result
+            self._call_misses(requests, misses, results, on_result)
+        if any(r is None for r in results):
+            raise RuntimeError(f"backend {self.backend.name} did not return a result for every request")
+        return results  # type: ignore[return-value]
+
+    def _call_misses(self, requests: Sequence[ChatRequest], misses: dict[str, list[int]],
+                     results: list[ChatResult | None], on_result: Callable[[ChatResult], None] | None) -> None:
+        keys = list(misses)
+        calls = self.backend.run([requests[idx[0]] for idx in misses.values()])
+        if not isinstance(calls, Generator):  # a backend may return any iterator; draining needs a generator
+            calls = (item for item in calls)
+        try:
+            for j, result in calls:
+                self._accept(keys[j], result, misses[keys[j]], results)
+                if on_result is not None:
+                    on_result(result)
                 self._check_budget()
-        for r in results:
-            if r is not None:
-                self.stats.outcomes[r.outcome] += 1
-        return [r for r in results if r is not None] if all(r is not None for r in results) else self._missing()
+        except BaseException:
+            # Budget reached or the consumer failed: the calls already in flight are paid for, so keep them.
+            self._drain(calls, keys, misses, results)
+            raise
+        finally:
+            calls.close()
+
+    def _drain(self, calls: Generator[tuple[int, ChatResult], None, None], keys: list[str],
+               misses: dict[str, list[int]], results: list[ChatResult | None]) -> None:
+        try:
+            j, result = calls.throw(Drain())
+            while True:
+                self._accept(keys[j], result, misses[keys[j]], results)
+                j, result = next(calls)
+        except (Drain, StopIteration):
+            pass  # the backend has nothing more in flight (or does not drain)
+
+    def _accept(self, key: str, result: ChatResult, indices: list[int], results: list[ChatResult | None]) -> None:
+        result = result.model_copy(update={"cache_key": key, "cached": False})
+        if result.outcome != "error":  # transient failures are not cached: a re-run retries them
+            self.cache.put(key, result)
+        self._count(result)
+        for i in indices:
+            results[i] = result
+            self.stats.outcomes[result.outcome] += 1
 
     def _count(self, result: ChatResult) -> None:
         self.stats.calls += 1
@@ -94,10 +124,8 @@ class Gateway:
         if self.budget_usd is not None and self.stats.cost_usd >= self.budget_usd:
             raise BudgetExceeded(
                 f"budget of ${self.budget_usd:.2f} reached after {self.stats.calls} calls "
-                f"(${self.stats.cost_usd:.4f}); results so far are cached, raise the budget and re-run to continue")
-
-    def _missing(self) -> list[ChatResult]:
-        raise RuntimeError(f"backend {self.backend.name} did not return a result for every request")
+                f"(${self.stats.cost_usd:.4f}); results so far are cached: re-run to continue (each run may spend "
+                "up to the budget)")
 
     def close(self) -> None:
         self.backend.close()
