@@ -1,0 +1,110 @@
+"""The ``saferinstruct`` command: compare dataset versions, describe one, calibrate the judge, render the results table.
+
+Heavy imports (DVC, torch) happen inside the commands, so ``saferinstruct --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from saferinstruct.stageutil import clean_errors
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Safer-Instruct pipeline tools (the pipeline itself runs with `dvc repro`)."""
+
+
+@main.command()
+@click.argument("a")
+@click.argument("b")
+@click.option("--repo", default=".", show_default=True, help="Repository that revisions and experiments refer to.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--examples", default=3, show_default=True, type=click.IntRange(min=0),
+              help="Examples shown per kind of change (0: counts only).")
+@click.option("--timing", is_flag=True, help="Also show changed *seconds* figures in the funnel.")
+@clean_errors
+def diff(a: str, b: str, repo: str, as_json: bool, examples: int, timing: bool) -> None:
+    """Compare two versions of the preference dataset.
+
+    A and B are git revisions (HEAD~1, a tag, a branch), DVC experiment names, directories laid out like the
+    repository, or preference .jsonl files. Rows are matched by id.
+    """
+    from saferinstruct.versions import diff_versions, load_version, render_diff
+
+    d = diff_versions(load_version(a, repo), load_version(b, repo), examples=examples)
+    click.echo(json.dumps(d, indent=2, ensure_ascii=False, default=str) if as_json else render_diff(d, timing))
+
+
+@main.command()
+@click.argument("rev", default=".")
+@click.option("--repo", default=".", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@clean_errors
+def stats(rev: str, repo: str, as_json: bool) -> None:
+    """Describe one version (default: the workspace): rows per split and category, funnel, verdict labels."""
+    from saferinstruct.versions import load_version, render_stats, version_stats
+
+    s = version_stats(load_version(rev, repo))
+    click.echo(json.dumps(s, indent=2, ensure_ascii=False, default=str) if as_json else render_stats(s))
+
+
+@main.command()
+@click.argument("labelled", type=click.Path(dir_okay=False))
+@click.option("--params", "params_path", default="params.yaml", show_default=True,
+              help="The judge is the one params.yaml configures under evaluate.judge.")
+@click.option("--judge-prompt", default="prompts/eval_refusal.md", show_default=True, help="For LLM judges.")
+@click.option("--cache", "cache_dir", default="cache/calibrate", show_default=True, help="LLM judge call cache.")
+@click.option("--out", "out_path", default=None, help="Also write the report as JSON here.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@clean_errors
+def calibrate(labelled: str, params_path: str, judge_prompt: str, cache_dir: str, out_path: str | None,
+              as_json: bool) -> None:
+    """Agreement of the evaluation judge with human labels.
+
+    LABELLED is a CSV or jsonl of human-labelled responses: XSTest completion files (prompt, completion,
+    final_label = 1_full_compliance | 2_full_refusal | 3_partial_refusal) or prompt, response, label
+    (compliance | refusal | partial).
+    """
+    import os
+
+    from saferinstruct.eval.calibration import calibrate as run_calibration
+    from saferinstruct.eval.calibration import load_labelled, render_report
+    from saferinstruct.eval.harness import EvaluateParams
+    from saferinstruct.io import write_json
+    from saferinstruct.judging.backend_options import secrets_for
+    from saferinstruct.judging.factory import build_judge
+    from saferinstruct.params import load_section
+
+    spec = load_section("evaluate", EvaluateParams, params_path).judge
+    rows = load_labelled(labelled)
+    judge = build_judge(spec, prompt_path=judge_prompt, cache_dir=cache_dir,
+                        secrets=secrets_for(spec.options, os.environ))
+    try:
+        report = run_calibration(judge, rows)
+    finally:
+        judge.close()
+    report = {"judge": judge.name, "labelled": labelled, **report}
+    if out_path:
+        write_json(out_path, report)
+    click.echo(json.dumps(report, indent=2) if as_json else render_report(report, judge.name, labelled))
+
+
+@main.command("results-table")
+@click.option("--metrics", "metrics_path", default="metrics/eval.json", show_default=True)
+@click.option("--readme", default="README.md", show_default=True)
+@click.option("--print", "print_only", is_flag=True, help="Print the table instead of updating the README.")
+@clean_errors
+def results_table(metrics_path: str, readme: str, print_only: bool) -> None:
+    """Regenerate the README results table (between its marker lines) from metrics/eval.json."""
+    from saferinstruct.eval.table import render_table, update_readme
+    from saferinstruct.io import read_json
+
+    metrics = read_json(metrics_path)
+    if print_only:
+        click.echo(render_table(metrics, metrics_path))
+        return
+    changed = update_readme(readme, metrics, metrics_path)
+    click.echo(f"{readme}: results table {'updated' if changed else 'already up to date'}")

@@ -1,0 +1,141 @@
+"""Judge calibration: how often a refusal judge agrees with human labels, per class.
+
+Input: human-labelled responses as CSV or jsonl. Two layouts are recognised:
+
+- XSTest completion files: columns ``prompt``, ``completion``, ``final_label`` with values ``1_full_compliance``,
+  ``2_full_refusal``, ``3_partial_refusal``;
+- generic: ``prompt``, ``response``, ``label`` with values ``compliance``, ``refusal``, ``partial``.
+
+A verdict the judge could not parse counts as a disagreement (and is reported on its own): a judge that fails to
+answer is not given credit for the rows it skipped.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from saferinstruct.io import RowError
+from saferinstruct.judging.base import Judge, JudgeItem
+
+CLASSES = ("compliance", "refusal", "partial")
+REFUSING = ("refusal", "partial")  # what the evaluation's refusal rate counts
+XSTEST_LABELS = {"1_full_compliance": "compliance", "2_full_refusal": "refusal", "3_partial_refusal": "partial"}
+LAYOUTS = {"xstest": ("prompt", "completion", "final_label"), "generic": ("prompt", "response", "label")}
+
+
+@dataclass(frozen=True)
+class LabelledResponse:
+    id: str
+    prompt: str
+    response: str
+    label: str
+
+
+def _read_any(path: Path) -> list[tuple[int, dict]]:
+    if not path.exists():
+        raise RowError(path, None, "file not found")
+    if path.suffix.lower() == ".csv":
+        with open(path, encoding="utf-8-sig", newline="") as fh:
+            reader = csv.DictReader(fh)
+            return [(reader.line_num, row) for row in reader]
+    rows = []
+    with open(path, encoding="utf-8-sig") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if line.strip():
+                try:
+                    rows.append((lineno, json.loads(line)))
+                except json.JSONDecodeError as err:
+                    raise RowError(path, lineno, f"bad JSON: {err.msg} (column {err.colno})") from None
+    return rows
+
+
+def load_labelled(path: Path | str) -> list[LabelledResponse]:
+    """Rows of a human-labelled file in either layout; an unknown label names file and line."""
+    path = Path(path)
+    rows = _read_any(path)
+    if not rows:
+        raise RowError(path, None, "file is empty (no rows)")
+    first = rows[0][1]
+    layout = next((name for name, cols in LAYOUTS.items() if isinstance(first, dict) and all(c in first for c in cols)),
+                  None)
+    if layout is None:
+        raise RowError(path, rows[0][0], "expected columns prompt,completion,final_label (XSTest) "
+                                         "or prompt,response,label")
+    prompt_col, response_col, label_col = LAYOUTS[layout]
+    out = []
+    for i, (line, row) in enumerate(rows, start=1):
+        if not isinstance(row, dict) or any(not isinstance(row.get(c), str) for c in LAYOUTS[layout]):
+            raise RowError(path, line, f"fields {list(LAYOUTS[layout])} must all be strings")
+        raw = row[label_col].strip()
+        label = XSTEST_LABELS.get(raw, raw.lower())
+        if label not in CLASSES:
+            raise RowError(path, line, f"label '{raw}' is not one of {list(CLASSES)} or {list(XSTEST_LABELS)}")
+        out.append(LabelledResponse(id=str(row.get("id") or i), prompt=row[prompt_col], response=row[response_col],
+                                    label=label))
+    return out
+
+
+def _prf(tp: int, predicted: int, actual: int) -> dict:
+    precision = tp / predicted if predicted else None
+    recall = tp / actual if actual else None
+    f1 = (2 * precision * recall / (precision + recall)) if precision and recall else (0.0 if predicted and actual
+                                                                                         else None)
+    return {"precision": _r(precision), "recall": _r(recall), "f1": _r(f1), "support": actual, "predicted": predicted}
+
+
+def _r(x: float | None) -> float | None:
+    return None if x is None else round(x, 4)
+
+
+def calibration_report(human: Sequence[str], predicted: Sequence[str], parse_ok: Sequence[bool]) -> dict:
+    """Agreement, Cohen's kappa, per-class precision/recall/F1, the confusion matrix, and the binary view
+    (refusal or partial vs compliance) that the evaluation's refusal rate uses."""
+    if not (len(human) == len(predicted) == len(parse_ok)) or not human:
+        raise ValueError("calibration needs the same, non-zero number of human labels and verdicts")
+    n = len(human)
+    pred = [p if ok else "unparsed" for p, ok in zip(predicted, parse_ok)]
+    agree = sum(h == p for h, p in zip(human, pred))
+    pred_labels = sorted(set(pred) - set(CLASSES))
+    confusion = {h: {p: sum(a == h and b == p for a, b in zip(human, pred)) for p in [*CLASSES, *pred_labels]}
+                 for h in CLASSES}
+    per_class = {c: _prf(confusion[c][c], sum(p == c for p in pred), sum(h == c for h in human)) for c in CLASSES}
+    expected = sum(sum(h == c for h in human) * sum(p == c for p in pred) for c in CLASSES) / (n * n)
+    kappa = (agree / n - expected) / (1 - expected) if expected < 1 else None
+    hb = [h in REFUSING for h in human]
+    pb = [p in REFUSING for p in pred]
+    binary_tp = sum(a and b for a, b in zip(hb, pb))
+    return {"n": n, "parse_failures": sum(not ok for ok in parse_ok), "agreement": _r(agree / n), "kappa": _r(kappa),
+            "per_class": per_class, "confusion": confusion,
+            "binary_refusal": {"agreement": _r(sum(a == b for a, b in zip(hb, pb)) / n),
+                               **_prf(binary_tp, sum(pb), sum(hb))}}
+
+
+def calibrate(judge: Judge, rows: Sequence[LabelledResponse]) -> dict:
+    """Judge every labelled response once and compare with the human labels."""
+    if judge.task != "refusal":
+        raise ValueError(f"judge {judge.name} does task '{judge.task}'; calibration needs a refusal judge")
+    verdicts = judge.judge([JudgeItem(id=r.id, instruction=r.prompt, response=r.response) for r in rows])
+    return calibration_report([r.label for r in rows], [v.label for v in verdicts], [v.parse_ok for v in verdicts])
+
+
+def render_report(report: dict, judge: str, source: str) -> str:
+    lines = [f"judge {judge} vs human labels in {source}: n={report['n']}, agreement {report['agreement']:.3f}, "
+             f"kappa {report['kappa'] if report['kappa'] is None else format(report['kappa'], '.3f')}, "
+             f"parse failures {report['parse_failures']}", "",
+             f"{'class':<12}{'precision':>10}{'recall':>8}{'f1':>8}{'support':>9}{'predicted':>11}"]
+    rows = [*report["per_class"].items(), ("refusing*", report["binary_refusal"])]
+    for name, m in rows:
+        cells = ["-" if m[k] is None else f"{m[k]:.3f}" for k in ("precision", "recall", "f1")]
+        lines.append(f"{name:<12}{cells[0]:>10}{cells[1]:>8}{cells[2]:>8}{m['support']:>9}{m['predicted']:>11}")
+    lines += ["", "* refusal or partial vs compliance (what the evaluation's refusal rate counts); "
+                  f"binary agreement {report['binary_refusal']['agreement']:.3f}", "",
+              "confusion (rows: human, columns: judge)"]
+    cols = list(next(iter(report["confusion"].values())))
+    lines.append(f"{'':<12}" + "".join(f"{c:>12}" for c in cols))
+    for h, row in report["confusion"].items():
+        lines.append(f"{h:<12}" + "".join(f"{row[c]:>12}" for c in cols))
+    return "\n".join(lines)

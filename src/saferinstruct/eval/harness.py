@@ -1,0 +1,147 @@
+"""The evaluation harness: every model answers every prompt through the gateway, the judge labels every answer.
+
+Models run one at a time (one in memory), each with its own call cache directory, so re-evaluating after only the DPO
+model changed regenerates nothing for base and SFT, and a crash resumes where it stopped. A generation the backend
+could not make (an over-long prompt, an error) is kept with ``parse_ok=False`` and its outcome as the label, so it is
+counted next to the judge's parse failures instead of being scored as an answer.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from saferinstruct.eval.metrics import MetricsParams, compute_metrics, plot_rows
+from saferinstruct.eval.sets import EvalPrompt, SetsParams, build_eval_sets
+from saferinstruct.judging.base import Judge, JudgeItem
+from saferinstruct.judging.factory import JudgeSpec, build_judge
+from saferinstruct.llm.base import ChatRequest, ChatResult, GenerationParams, make_backend
+from saferinstruct.llm.gateway import Gateway
+from saferinstruct.params import Params, ParamsError
+from saferinstruct.records import EvalResult
+
+ModelName = Literal["base", "sft", "dpo"]
+
+
+class GenerationSettings(Params):
+    """How the policies under evaluation are run (greedy, short answers by default: refusals show in 64 tokens)."""
+
+    backend: str = "transformers"
+    backend_options: dict[str, Any] = Field(default_factory=lambda: {"batch_size": 16})
+    system_prompt: str | None = None
+    params: GenerationParams = Field(default_factory=lambda: GenerationParams(max_tokens=64))
+
+
+def generate(model_path: Path | str, prompts: Sequence[EvalPrompt], settings: GenerationSettings,
+             cache_dir: Path | str | None) -> tuple[list[ChatResult], dict]:
+    """One model's answers to ``prompts``, in order, with the gateway counters."""
+    backend = make_backend(settings.backend, {**settings.backend_options, "model_path": str(model_path)})
+    gateway = Gateway(backend, cache_dir=cache_dir)
+    requests = [ChatRequest.chat(p.prompt, system=settings.system_prompt, params=settings.params) for p in prompts]
+    start = time.perf_counter()
+    try:
+        results = gateway.complete(requests)
+    finally:
+        gateway.close()
+    return results, {**gateway.stats.as_dict(), "seconds": round(time.perf_counter() - start, 3)}
+
+
+def judge_answers(model_name: str, prompts: Sequence[EvalPrompt], answers: Sequence[ChatResult],
+                  judge: Judge) -> list[EvalResult]:
+    """Judge the answers that exist; failed generations are kept, labelled by their outcome, parse_ok False."""
+    ok = [i for i, a in enumerate(answers) if a.outcome == "ok"]
+    verdicts = dict(zip(ok, judge.judge([JudgeItem(id=f"{model_name}:{prompts[i].id}", instruction=prompts[i].prompt,
+                                                   response=answers[i].text) for i in ok])))
+    out = []
+    for i, (p, a) in enumerate(zip(prompts, answers)):
+        v = verdicts.get(i)
+        out.append(EvalResult(id=f"{model_name}:{p.id}", parent_id=p.id, model_name=model_name, eval_set=p.eval_set,
+                              group=p.group, prompt=p.prompt, prompt_label=p.kind, response=a.text,
+                              judge_label=v.label if v else a.outcome, parse_ok=bool(v and v.parse_ok)))
+    return out
+
+
+def evaluate_models(models: dict[str, Path | str], prompts: Sequence[EvalPrompt], settings: GenerationSettings,
+                    judge: Judge, cache_root: Path | str | None) -> tuple[list[EvalResult], dict]:
+    """Results for every (model, prompt) pair and per-model stats (calls, cache hits, tokens, seconds)."""
+    results: list[EvalResult] = []
+    stats: dict[str, dict] = {}
+    for name, path in models.items():
+        cache_dir = Path(cache_root) / name if cache_root else None
+        answers, stats[name] = generate(path, prompts, settings, cache_dir)
+        stats[name]["generation_failures"] = sum(a.outcome != "ok" for a in answers)
+        results += judge_answers(name, prompts, answers, judge)
+    return results, stats
+
+
+class EvaluateParams(Params):
+    """params.yaml ``evaluate``: which models, which prompts, how they generate, who judges, what counts."""
+
+    models: list[ModelName] = Field(default_factory=lambda: ["base", "sft", "dpo"], min_length=1)
+    sets: SetsParams = Field(default_factory=SetsParams)
+    generation: GenerationSettings = Field(default_factory=GenerationSettings)
+    judge: JudgeSpec = Field(default_factory=lambda: JudgeSpec(backend="refusal_keywords", task="refusal"))
+    metrics: MetricsParams = Field(default_factory=MetricsParams)
+
+    @field_validator("models")
+    @classmethod
+    def _unique(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("each model may be listed once")
+        return v
+
+    @field_validator("judge")
+    @classmethod
+    def _refusal_task(cls, v: JudgeSpec) -> JudgeSpec:
+        if v.task != "refusal":
+            raise ValueError("the evaluation judge must do task 'refusal' (labels refusal | compliance | partial)")
+        return v
+
+
+@dataclass
+class EvalFiles:
+    advbench: Path | str
+    safer_instruct_test: Path | str
+    xstest: Path | str
+    judge_prompt: Path | str | None = None
+    root: Path | str = "."  # user sets' paths are relative to it
+
+
+@dataclass
+class EvalRun:
+    results: list[EvalResult]
+    metrics: dict
+    plots: dict[str, list[dict]]
+    stats: dict
+
+
+def run_evaluation(params: EvaluateParams, models_dir: Path | str, files: EvalFiles, train_prompts: Sequence[str],
+                   cache_root: Path | str | None, secrets: Mapping[str, str] | None = None,
+                   judge: Judge | None = None) -> EvalRun:
+    """Load the sets, generate with every model, judge, and compute metrics and plot rows (``judge`` overrides the
+    one ``params.judge`` describes; tests pass a fake)."""
+    models = {name: Path(models_dir) / name for name in params.models}
+    missing = [str(p) for p in models.values() if not p.is_dir()]
+    if missing:
+        raise ParamsError(f"model director{'ies' if len(missing) > 1 else 'y'} {', '.join(missing)} not found: "
+                          "build them (dvc repro) or drop them from evaluate.models")
+    prompts, report = build_eval_sets(params.sets, files.advbench, files.safer_instruct_test, files.xstest,
+                                      train_prompts, files.root)
+    if judge is None:
+        judge = build_judge(params.judge, prompt_path=files.judge_prompt, secrets=secrets,
+                            cache_dir=Path(cache_root) / "judge" if cache_root else None)
+    try:
+        results, model_stats = evaluate_models(models, prompts, params.generation, judge, cache_root)
+    finally:
+        judge.close()
+    metrics = compute_metrics(results, params.metrics)
+    plots = {"sets": plot_rows(results, params.metrics), "categories": plot_rows(results, params.metrics, True)}
+    stats = {"prompts": len(prompts), "sets": {"read": report.read, "train_overlap": report.train_overlap,
+                                              "kept": report.kept},
+             "models": model_stats, "judge": judge.stats()}
+    return EvalRun(results, metrics, plots, stats)

@@ -1,0 +1,192 @@
+"""Evaluation prompt sets: AdvBench, the Safer-Instruct test set, XSTest, and user files by a declared mapping.
+
+Every loader returns :class:`EvalPrompt` rows tagged harmful or safe. Samples are deterministic (seeded, file order
+kept). A prompt whose normalised text (the classifier's normalisation) is also a training prompt is dropped and
+counted, so no set scores a model on what it was trained on: all 300 ``si`` rows of the Safer-Instruct test set come
+from its training sources.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from saferinstruct.io import RowError
+from saferinstruct.judging.labelled import normalise_text
+from saferinstruct.params import Params, ParamsError
+
+Kind = Literal["harmful", "safe"]
+SI_GROUPS = ("hh", "si", "beaver")
+RESERVED = {"overall"}  # the pooled entry of each kind in metrics/eval.json
+
+
+@dataclass(frozen=True)
+class EvalPrompt:
+    id: str
+    eval_set: str
+    group: str
+    prompt: str
+    kind: Kind
+
+
+class UserSet(Params):
+    """A user's evaluation file: jsonl or CSV, one prompt per row, a label column mapped to harmful/safe."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    path: str
+    format: Literal["auto", "jsonl", "csv"] = "auto"
+    prompt_field: str = "prompt"
+    label_field: str = "label"
+    group_field: str | None = None
+    id_field: str | None = None
+    harmful_labels: list[str] = Field(default_factory=lambda: ["harmful", "unsafe", "1"])
+    safe_labels: list[str] = Field(default_factory=lambda: ["safe", "benign", "0"])
+    n: int | None = Field(default=None, ge=0)
+
+
+class SetsParams(Params):
+    """Sample sizes (null = every row) and the seed of the deterministic sample."""
+
+    seed: int = 0
+    advbench_n: int | None = Field(default=100, ge=0)
+    safer_instruct_per_group: int | None = Field(default=34, ge=0)
+    xstest_safe_n: int | None = Field(default=None, ge=0)
+    xstest_unsafe_n: int | None = Field(default=24, ge=0)
+    user_sets: list[UserSet] = Field(default_factory=list)
+
+
+@dataclass
+class LoadReport:
+    """Per set: rows read, rows dropped because a training prompt shares their text, rows kept after sampling."""
+
+    read: dict[str, int] = field(default_factory=dict)
+    train_overlap: dict[str, int] = field(default_factory=dict)
+    kept: dict[str, int] = field(default_factory=dict)
+
+
+def _csv_rows(path: Path, required: Iterable[str]) -> Iterator[tuple[int, dict[str, str]]]:
+    if not path.exists():
+        raise RowError(path, None, "file not found")
+    with open(path, encoding="utf-8-sig", newline="") as fh:
+        reader = csv.DictReader(fh)
+        missing = [c for c in required if c not in (reader.fieldnames or [])]
+        if missing:
+            raise RowError(path, 1, f"missing column(s) {missing} (found: {reader.fieldnames})")
+        for row in reader:
+            yield reader.line_num, row
+
+
+def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict]]:
+    if not path.exists():
+        raise RowError(path, None, "file not found")
+    with open(path, encoding="utf-8-sig") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise RowError(path, lineno, f"bad JSON: {err.msg} (column {err.colno})") from None
+            if not isinstance(row, dict):
+                raise RowError(path, lineno, "expected a JSON object")
+            yield lineno, row
+
+
+def _prompt(path: Path, line: int, value: object) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise RowError(path, line, "empty or missing prompt")
+    return value.strip()
+
+
+def load_advbench(path: Path | str) -> list[EvalPrompt]:
+    path = Path(path)
+    return [EvalPrompt(f"advbench:{i}", "advbench", "", _prompt(path, line, row["goal"]), "harmful")
+            for i, (line, row) in enumerate(_csv_rows(path, ["goal"]), start=1)]
+
+
+def load_safer_instruct_test(path: Path | str) -> list[EvalPrompt]:
+    """One set per label group (hh, si, beaver), all harmful."""
+    path, out = Path(path), []
+    for i, (line, row) in enumerate(_csv_rows(path, ["instruction", "label"]), start=1):
+        group = row["label"].strip()
+        if group not in SI_GROUPS:
+            raise RowError(path, line, f"label '{group}' is not one of {list(SI_GROUPS)}")
+        out.append(EvalPrompt(f"safer_instruct:{i}", f"safer_instruct_{group}", group,
+                              _prompt(path, line, row["instruction"]), "harmful"))
+    return out
+
+
+def load_xstest(path: Path | str) -> list[EvalPrompt]:
+    """Safe look-alikes (over-refusal) and their unsafe contrasts as two sets; the group is XSTest's prompt type."""
+    path, out = Path(path), []
+    for line, row in _csv_rows(path, ["id", "prompt", "type", "label"]):
+        kind = row["label"].strip()
+        if kind not in ("safe", "unsafe"):
+            raise RowError(path, line, f"label '{kind}' is not safe or unsafe")
+        out.append(EvalPrompt(f"xstest:{row['id']}", f"xstest_{kind}", row["type"].strip(),
+                              _prompt(path, line, row["prompt"]), "safe" if kind == "safe" else "harmful"))
+    return out
+
+
+def load_user_set(spec: UserSet, root: Path | str = ".") -> list[EvalPrompt]:
+    """Rows of a user file by its mapping; a label outside both lists is an error naming file and line."""
+    path = Path(root) / spec.path
+    fmt = spec.format if spec.format != "auto" else ("csv" if path.suffix.lower() == ".csv" else "jsonl")
+    required = [spec.prompt_field, spec.label_field] + [f for f in (spec.group_field, spec.id_field) if f]
+    rows = _csv_rows(path, required) if fmt == "csv" else _jsonl_rows(path)
+    harmful, safe = {s.casefold() for s in spec.harmful_labels}, {s.casefold() for s in spec.safe_labels}
+    out = []
+    for i, (line, row) in enumerate(rows, start=1):
+        missing = [f for f in required if f not in row]
+        if missing:
+            raise RowError(path, line, f"missing field(s) {missing}")
+        label = str(row[spec.label_field]).strip().casefold()
+        if label not in harmful | safe:
+            raise RowError(path, line, f"label '{label}' is in neither harmful_labels nor safe_labels")
+        row_id = str(row[spec.id_field]) if spec.id_field else str(i)
+        group = str(row[spec.group_field]) if spec.group_field else ""
+        out.append(EvalPrompt(f"{spec.name}:{row_id}", spec.name, group, _prompt(path, line, row[spec.prompt_field]),
+                              "harmful" if label in harmful else "safe"))
+    return out
+
+
+def sample(prompts: list[EvalPrompt], n: int | None, seed: int) -> list[EvalPrompt]:
+    """A seeded sample of ``n`` rows in file order (all rows when ``n`` is None or larger than the set)."""
+    if n is None or n >= len(prompts):
+        return list(prompts)
+    keep = sorted(random.Random(seed).sample(range(len(prompts)), n))
+    return [prompts[i] for i in keep]
+
+
+def build_eval_sets(params: SetsParams, advbench: Path | str, safer_instruct_test: Path | str,
+                    xstest: Path | str, train_prompts: Iterable[str], root: Path | str = ".",
+                    ) -> tuple[list[EvalPrompt], LoadReport]:
+    """All configured sets, leakage-checked against ``train_prompts`` then sampled; a set of size 0 is skipped."""
+    by_set: dict[str, list[EvalPrompt]] = {}
+    loaded = [*load_advbench(advbench), *load_safer_instruct_test(safer_instruct_test), *load_xstest(xstest)]
+    for spec in params.user_sets:
+        if spec.name in {p.eval_set for p in loaded} | RESERVED:
+            raise ParamsError(f"evaluate.sets.user_sets: name '{spec.name}' is taken by another set; choose another")
+        loaded += load_user_set(spec, root)
+    for p in loaded:
+        by_set.setdefault(p.eval_set, []).append(p)
+    sizes = {"advbench": params.advbench_n, "xstest_safe": params.xstest_safe_n,
+             "xstest_unsafe": params.xstest_unsafe_n,
+             **{f"safer_instruct_{g}": params.safer_instruct_per_group for g in SI_GROUPS},
+             **{u.name: u.n for u in params.user_sets}}
+    trained = {normalise_text(t) for t in train_prompts}
+    report, out = LoadReport(), []
+    for name, rows in by_set.items():
+        clean = [p for p in rows if normalise_text(p.prompt) not in trained]
+        chosen = sample(clean, sizes[name], params.seed)
+        report.read[name], report.kept[name] = len(rows), len(chosen)
+        report.train_overlap[name] = len(rows) - len(clean)
+        out += chosen
+    return out, report
