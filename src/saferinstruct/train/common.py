@@ -1,0 +1,231 @@
+"""What every training stage shares: typed params -> trl config, model loading, DVCLive, and the saved checkpoint.
+
+One place decides CPU vs GPU (use_cpu without CUDA; bf16 and gradient checkpointing only on a GPU), LoRA vs full
+fine-tuning, and what a checkpoint carries: merged weights (downstream loads a plain model dir), the tokenizer, and a
+``training_config.json`` with the full config, data hashes, base model identity and library versions.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import platform
+import shutil
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+
+from saferinstruct.hashing import file_sha256
+from saferinstruct.io import write_json
+from saferinstruct.params import Params
+
+AccelerateConfig = Literal["none", "single_gpu", "multi_gpu_ddp", "fsdp", "deepspeed_zero3"]
+CONFIG_NAME = "training_config.json"
+_NOT_WEIGHTS = {CONFIG_NAME, "training_args.bin"}  # files that describe a run, not the model it produced
+_VERSIONED = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "dvclive")
+
+
+class LoraParams(Params):
+    enabled: bool = False
+    r: int = Field(default=8, ge=1)
+    alpha: int = Field(default=16, ge=1)
+    dropout: float = Field(default=0.05, ge=0.0, lt=1.0)
+    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+
+
+class TrainParams(Params):
+    """Knobs every training stage shares; ``max_steps`` > 0 overrides ``epochs``."""
+
+    lr: float = Field(default=5e-5, gt=0)
+    epochs: float = Field(default=1.0, gt=0)
+    max_steps: int = -1
+    batch_size: int = Field(default=4, ge=1)
+    grad_accum: int = Field(default=1, ge=1)
+    max_length: int = Field(default=256, ge=8)
+    warmup_ratio: float = Field(default=0.0, ge=0.0, lt=1.0)
+    logging_steps: int = Field(default=5, ge=1)
+    seed: int = 0
+    lora: LoraParams = Field(default_factory=LoraParams)
+    accelerate_config: AccelerateConfig = "none"
+
+
+def on_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def trainer_kwargs(p: TrainParams, output_dir: Path) -> dict[str, Any]:
+    """Arguments shared by SFTConfig and DPOConfig. trl defaults to bf16 + gradient checkpointing: both only on GPU."""
+    import torch
+
+    gpu = on_gpu()
+    return dict(
+        output_dir=str(output_dir), learning_rate=p.lr, num_train_epochs=p.epochs, max_steps=p.max_steps,
+        per_device_train_batch_size=p.batch_size, per_device_eval_batch_size=p.batch_size,
+        gradient_accumulation_steps=p.grad_accum, max_length=p.max_length,
+        warmup_steps=p.warmup_ratio,  # transformers 5: a float < 1 is a ratio of the total steps
+        seed=p.seed, data_seed=p.seed, logging_steps=p.logging_steps, logging_first_step=True,
+        use_cpu=not gpu, bf16=gpu and torch.cuda.is_bf16_supported(), activation_checkpointing=gpu,
+        report_to=["dvclive"], save_strategy="no", dataloader_num_workers=0, disable_tqdm=True,
+        # never group_by_length: trl 1.16 DPO crashes with it after the reference log-probs are computed
+        train_sampling_strategy="random",
+    )
+
+
+def peft_config(p: LoraParams):
+    if not p.enabled:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(r=p.r, lora_alpha=p.alpha, lora_dropout=p.dropout, target_modules=list(p.target_modules),
+                      task_type="CAUSAL_LM")
+
+
+def load_model(model_dir: Path):
+    """A plain HF causal LM dir in fp32 (mixed precision on GPU comes from the trainer, master weights stay fp32)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    tokenizer = load_tokenizer(model_dir)
+    return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32), tokenizer
+
+
+def load_tokenizer(model_dir: Path):
+    from transformers import AutoTokenizer
+
+    if not (Path(model_dir) / "config.json").exists():
+        raise FileNotFoundError(f"{model_dir}: not a model directory (no config.json); run its producing stage first")
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def build_sft_trainer(model_dir: Path, rows: list[dict[str, Any]], p: TrainParams, staging: Path,
+                      eval_rows: list[dict[str, Any]] | None = None):
+    """An SFTTrainer on prompt/completion rows; completion_only_loss masks the prompt tokens out of the loss."""
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    model, tokenizer = load_model(model_dir)
+    args = SFTConfig(**trainer_kwargs(p, staging), completion_only_loss=True, packing=False)
+    return SFTTrainer(model=model, args=args, processing_class=tokenizer, peft_config=peft_config(p.lora),
+                      train_dataset=Dataset.from_list(rows),
+                      eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None)
+
+
+def attach_dvclive(trainer, live_dir: Path) -> None:
+    """report_to="dvclive" gives a callback on a default Live (./dvclive, writing a dvc.yaml); swap in one on
+    ``live_dir`` with dvcyaml=False: the stage's metrics and plots are declared in dvc.yaml by hand."""
+    from transformers.integrations import DVCLiveCallback
+
+    trainer.remove_callback(DVCLiveCallback)
+    if trainer.is_world_process_zero():
+        from dvclive import Live
+
+        live = Live(dir=str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None)
+        trainer.add_callback(DVCLiveCallback(live=live))
+
+
+def weights_sha256(model_dir: Path) -> str:
+    """Identity of a saved model: weights, config and tokenizer files (not the run description)."""
+    root = Path(model_dir)
+    h = hashlib.sha256()
+    for f in sorted(p for p in root.rglob("*") if p.is_file() and p.name not in _NOT_WEIGHTS):
+        st = f.stat()
+        h.update(str(f.relative_to(root)).encode())
+        h.update(_file_digest(str(f.resolve()), st.st_size, st.st_mtime_ns).encode())
+    return h.hexdigest()
+
+
+@functools.lru_cache(maxsize=256)
+def _file_digest(path: str, size: int, mtime_ns: int) -> str:
+    """sha256 of a file, once per (path, size, mtime) per process: DPO names the same 0.5 GB model three times."""
+    return file_sha256(path)
+
+
+def model_identity(model_dir: Path) -> dict[str, Any]:
+    """Path, weights hash and whatever the producing stage recorded (model_info.json or training_config.json)."""
+    model_dir = Path(model_dir)
+    ident: dict[str, Any] = {"path": str(model_dir), "weights_sha256": weights_sha256(model_dir)}
+    for name in ("model_info.json", CONFIG_NAME):
+        if (model_dir / name).exists():
+            doc = json.loads((model_dir / name).read_text(encoding="utf-8"))
+            ident[name.removesuffix(".json")] = doc if name == "model_info.json" else {
+                k: doc.get(k) for k in ("stage", "base_model", "data")}
+    return ident
+
+
+def data_identity(path: Path, rows: int) -> dict[str, Any]:
+    return {"path": str(path), "sha256": file_sha256(path), "rows": rows}
+
+
+def library_versions() -> dict[str, str]:
+    return {"python": platform.python_version(), **{name: version(name) for name in _VERSIONED}}
+
+
+def train_and_save(trainer, out_dir: Path, live_dir: Path, base_dir: Path, doc: dict[str, Any],
+                   evaluate: bool = False) -> dict[str, Any]:
+    """Train (then score the eval set once), write ``out_dir`` atomically: merged weights + tokenizer +
+    training_config.json. Returns the trainer's metrics."""
+    attach_dvclive(trainer, live_dir)
+    metrics = dict(trainer.train().metrics)
+    if evaluate:
+        metrics.update(trainer.evaluate())
+    metrics = {k: round(v, 6) if isinstance(v, float) else v for k, v in metrics.items()}
+    _save(trainer, Path(out_dir), Path(base_dir), {**doc, "train_metrics": metrics,
+                                                   "trainer_config": trainer.args.to_dict()})
+    return metrics
+
+
+def _save(trainer, out_dir: Path, base_dir: Path, doc: dict[str, Any]) -> None:
+    staging = out_dir.parent / f".{out_dir.name}.staging"
+    is_peft = hasattr(trainer.accelerator.unwrap_model(trainer.model), "peft_config")
+    target = staging / "adapter" if is_peft else staging
+    trainer.save_model(str(target))  # every rank: gathers FSDP / ZeRO-3 shards; only the main process writes
+    if trainer.accelerator.is_main_process:
+        if is_peft:
+            _merge_adapter(base_dir, target, staging)
+            trainer.processing_class.save_pretrained(staging)
+        (staging / "training_args.bin").unlink(missing_ok=True)  # a pickle; the JSON below says the same, readably
+        write_json(staging / CONFIG_NAME, {**doc, "versions": library_versions(), "device": _device(trainer)})
+        _swap_into_place(staging, out_dir)
+    trainer.accelerator.wait_for_everyone()
+
+
+def _merge_adapter(base_dir: Path, adapter_dir: Path, dest: Path) -> None:
+    """Fold LoRA weights into the base so downstream stages load a plain model dir (no peft needed)."""
+    from peft import PeftModel
+
+    base, _ = load_model(base_dir)
+    merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+    shutil.rmtree(adapter_dir)
+    merged.save_pretrained(dest)
+
+
+def _swap_into_place(staging: Path, out_dir: Path) -> None:
+    old = out_dir.parent / f".{out_dir.name}.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if out_dir.exists():
+        out_dir.rename(old)
+    staging.rename(out_dir)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _device(trainer) -> dict[str, Any]:
+    state = trainer.accelerator.state
+    return {"type": str(trainer.args.device.type), "distributed_type": str(state.distributed_type),
+            "num_processes": state.num_processes, "bf16": bool(trainer.args.bf16)}
+
+
+def prepare_staging(out_dir: Path) -> Path:
+    """Fresh staging dir beside ``out_dir`` (same filesystem, so the final rename is atomic)."""
+    out_dir = Path(out_dir)
+    staging = out_dir.parent / f".{out_dir.name}.staging"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.parent.mkdir(parents=True, exist_ok=True)
+    return staging

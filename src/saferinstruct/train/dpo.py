@@ -1,0 +1,100 @@
+"""DPO of the SFT policy against an explicit reference model, with stored reference log-probs.
+
+trl's ``precompute_ref_log_probs`` computes the reference log-probs once before training; here they are also stored
+(``ref_cache``) under a key of reference weights + data + max_length, so a later run that changes only beta, the
+learning rate or the step count loads them instead of loading the reference model and running it over the data.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from saferinstruct.train import ref_cache
+from saferinstruct.train.common import (TrainParams, data_identity, load_model, model_identity, peft_config,
+                                        prepare_staging, train_and_save, trainer_kwargs)
+from saferinstruct.train.data import DataFormat, load_preferences
+from saferinstruct.train.ref_cache import RefLogps
+
+
+class DpoParams(TrainParams):
+    beta: float = Field(default=0.1, gt=0)
+    format: DataFormat = "conversational"
+    max_pairs: int | None = Field(default=None, ge=1)  # a fixed random subset, to size a CPU run (None: all pairs)
+    ref_batch_size: int = Field(default=8, ge=1)  # batch for the one-off reference forward passes
+
+
+def _stored_ref_trainer_class():
+    from torch.utils.data import DataLoader
+    from trl import DPOTrainer
+
+    class StoredRefDPOTrainer(DPOTrainer):
+        """DPOTrainer whose train-set reference log-probs come from the store when given, else are computed once by
+        the explicit reference model (kept in ``computed`` for the caller to store)."""
+
+        def __init__(self, *args: Any, stored: RefLogps | None = None, **kwargs: Any):
+            self._stored, self.computed = stored, None
+            super().__init__(*args, **kwargs)
+
+        def _precompute_ref_logps(self, dataset, name, batch_size):
+            if name != "train":
+                return super()._precompute_ref_logps(dataset, name, batch_size)
+            ids = list(dataset["id"])
+            logps = self._stored or self._compute(dataset, ids, batch_size)
+            if logps.ids != ids:
+                raise ValueError("stored reference log-probs do not match the tokenised rows; delete the cache entry")
+            self.computed = None if self._stored else logps
+            return (dataset.add_column("ref_chosen_logps", logps.chosen)
+                    .add_column("ref_rejected_logps", logps.rejected))
+
+        def _compute(self, dataset, ids: list[str], batch_size: int) -> RefLogps:
+            # trl's own loop, minus its arrow cache file (a random temp path per rank for in-memory datasets)
+            loader = self.accelerator.prepare(DataLoader(dataset, batch_size=batch_size, shuffle=False,
+                                                         collate_fn=self.data_collator))
+            chosen: list[float] = []
+            rejected: list[float] = []
+            for batch in loader:
+                c, r = self.accelerator.gather_for_metrics(self.compute_ref_log_probs(self.ref_model, batch))
+                chosen += c.float().cpu().tolist()
+                rejected += r.float().cpu().tolist()
+            return RefLogps(ids=ids, chosen=chosen, rejected=rejected)
+
+    return StoredRefDPOTrainer
+
+
+def build_dpo_trainer(policy_dir: Path, ref_dir: Path | None, rows: list[dict[str, Any]], p: DpoParams,
+                      staging: Path, stored: RefLogps | None):
+    """The reference model is loaded only when its log-probs must be computed (``stored`` is None)."""
+    from datasets import Dataset
+    from trl import DPOConfig
+
+    model, tokenizer = load_model(policy_dir)
+    ref_model = load_model(ref_dir)[0] if stored is None and ref_dir is not None else None
+    args = DPOConfig(**trainer_kwargs(p, staging), beta=p.beta, precompute_ref_log_probs=True,
+                     precompute_ref_batch_size=p.ref_batch_size)
+    return _stored_ref_trainer_class()(model=model, ref_model=ref_model, args=args, processing_class=tokenizer,
+                                       train_dataset=Dataset.from_list(rows), peft_config=peft_config(p.lora),
+                                       stored=stored)
+
+
+def train_dpo(policy_dir: Path, ref_dir: Path, train_path: Path, out_dir: Path, cache_dir: Path, live_dir: Path,
+              p: DpoParams) -> dict[str, Any]:
+    """DPO from ``policy_dir`` against ``ref_dir``; writes ``out_dir`` (and a new cache entry on a miss)."""
+    rows, counts = load_preferences(train_path, p.format, with_rejected=True, max_pairs=p.max_pairs, seed=p.seed)
+    key = ref_cache.make_key(ref_dir, rows, p.max_length)
+    stored = ref_cache.load(cache_dir, key)
+    start = time.perf_counter()
+    trainer = build_dpo_trainer(policy_dir, ref_dir, rows, p, prepare_staging(out_dir), stored)
+    ref_seconds = round(time.perf_counter() - start, 3)
+    if trainer.computed is not None and trainer.accelerator.is_main_process:
+        ref_cache.save(cache_dir, key, trainer.computed)
+    trainer.ref_model = None  # the stored log-probs replace it during training; free its memory
+    doc = {"stage": "train_dpo", "params": p.model_dump(), "base_model": model_identity(policy_dir),
+           "reference_model": model_identity(ref_dir), "data": {"train": data_identity(train_path, counts["rows_in"])},
+           "ref_logprobs": {"key": key.__dict__, "digest": key.digest, "cache_hit": stored is not None}}
+    metrics = train_and_save(trainer, out_dir, live_dir, policy_dir, doc)
+    return {**counts, "rows_trained": len(trainer.train_dataset), "ref_cache_hit": stored is not None,
+            "ref_setup_seconds": ref_seconds, **metrics}

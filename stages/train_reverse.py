@@ -1,0 +1,43 @@
+"""Stage train_reverse: fine-tune the base model on (response -> instruction) pairs to learn P(instruction | response).
+
+Under ``accelerate_config: none`` (the CPU default) it trains in this process; any other value re-runs this same command
+under ``accelerate launch`` with configs/accelerate/<name>.yaml (see docs/training.md).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from saferinstruct.params import load_section
+from saferinstruct.stageutil import Timer, clean_errors, write_stats
+from saferinstruct.train.launch import is_main_process, maybe_relaunch
+from saferinstruct.train.reverse import ReverseParams, train_reverse
+
+PathOpt = click.Path(path_type=Path)
+
+
+@click.command()
+@click.option("--base", default="models/base", type=PathOpt, show_default=True, help="base model dir")
+@click.option("--train", "train_path", default="data/reverse/train.jsonl", type=PathOpt, show_default=True)
+@click.option("--val", "val_path", default="data/reverse/val.jsonl", type=PathOpt, show_default=True)
+@click.option("--out", default="models/reverse", type=PathOpt, show_default=True)
+@click.option("--live-dir", default="dvclive/train_reverse", type=PathOpt, show_default=True)
+@click.option("--stats", default="stats/train_reverse.json", type=PathOpt, show_default=True)
+@click.option("--params", "params_path", default="params.yaml", type=PathOpt, show_default=True)
+@clean_errors
+def main(base: Path, train_path: Path, val_path: Path, out: Path, live_dir: Path, stats: Path,
+         params_path: Path) -> None:
+    p = load_section("train_reverse", ReverseParams, params_path)
+    maybe_relaunch(p.accelerate_config, sys.argv, os.environ)
+    with Timer() as timer:
+        result = train_reverse(base, train_path, val_path, out, live_dir, p)
+    if is_main_process(os.environ):
+        write_stats(stats, {**result, "seconds": timer.seconds})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""Helpers shared by the training tests (tiny model, few steps, offline)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+FIX = Path(__file__).resolve().parent / "fixtures" / "train"
+# a few steps at a learning rate large enough that every float32 weight moves
+TINY = {"lr": 1e-3, "max_steps": 3, "batch_size": 2, "max_length": 256, "logging_steps": 1}
+
+
+def load_stage(name: str):
+    spec = importlib.util.spec_from_file_location(f"stage_{name}", REPO / "stages" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+def write_params(path: Path, section: str, **values) -> Path:
+    path.write_text(yaml.safe_dump({section: {**TINY, **values}}), encoding="utf-8")
+    return path
+
+
+def copy_model(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def tensors(model_dir: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(Path(model_dir) / "model.safetensors"))
+
+
+def changed(before_dir: Path, after_dir: Path) -> dict[str, bool]:
+    """Per tensor: did training change it?"""
+    import torch
+
+    before, after = tensors(before_dir), tensors(after_dir)
+    assert before.keys() == after.keys()
+    return {k: not torch.equal(before[k], after[k]) for k in before}
+
+
+def read_json(path: Path):
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def logged_losses(live_dir: Path, name: str = "loss") -> list[float]:
+    """The per-step values DVCLive wrote for a metric (plots/metrics/<name>.tsv)."""
+    lines = (Path(live_dir) / "plots" / "metrics" / f"{name}.tsv").read_text().splitlines()[1:]
+    return [float(line.split("\t")[1]) for line in lines]

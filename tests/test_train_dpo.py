@@ -1,0 +1,89 @@
+"""train_dpo: DPO with an explicit reference model and stored reference log-probs (tiny model, few steps)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from _train_helpers import FIX, TINY, changed, copy_model, load_stage, logged_losses, read_json, write_params
+from click.testing import CliRunner
+from safetensors.torch import load_file, save_file
+
+import saferinstruct.train.dpo as dpo_mod
+
+
+def _run(tmp_path: Path, policy: Path, ref: Path, data: Path = FIX / "preferences.jsonl", **params):
+    out, live = tmp_path / "models" / "dpo", tmp_path / "dvclive"
+    args = ["--policy", str(policy), "--ref", str(ref), "--train", str(data), "--out", str(out),
+            "--ref-cache", str(tmp_path / "models" / "ref_logprobs"), "--live-dir", str(live),
+            "--stats", str(tmp_path / "stats.json"),
+            "--params", str(write_params(tmp_path / "params.yaml", "train_dpo", **params))]
+    result = CliRunner().invoke(load_stage("train_dpo"), args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return read_json(tmp_path / "stats.json"), out, live
+
+
+def _first(live: Path, metric: str) -> float:
+    return logged_losses(live, metric)[0]
+
+
+def test_dpo_logs_loss_changes_every_parameter_and_records_the_reference(tmp_path, tiny_model_dir):
+    policy = copy_model(tiny_model_dir, tmp_path / "sft")
+    stats, out, live = _run(tmp_path, policy, policy, beta=0.3)
+    assert len(logged_losses(live)) >= 3 and len(logged_losses(live, "rewards/margins")) >= 3
+    moved = changed(policy, out)
+    assert all(moved.values()), [k for k, v in moved.items() if not v]
+    cfg = read_json(out / "training_config.json")
+    assert cfg["trainer_config"]["beta"] == 0.3 and cfg["trainer_config"]["precompute_ref_log_probs"] is True
+    assert cfg["reference_model"]["weights_sha256"] == cfg["ref_logprobs"]["key"]["ref_weights_sha256"]
+    assert (stats["rows_used"], stats["rows_trained"], stats["ref_cache_hit"]) == (8, 8, False)
+
+
+def test_ref_logprob_cache_hit_then_invalidated_by_data_and_by_reference(tmp_path, tiny_model_dir, monkeypatch):
+    policy = copy_model(tiny_model_dir, tmp_path / "sft")
+    loads: list[str] = []
+    real_load = dpo_mod.load_model
+    monkeypatch.setattr(dpo_mod, "load_model", lambda d: loads.append(Path(d).name) or real_load(d))
+    cache = tmp_path / "models" / "ref_logprobs"
+
+    stats, _, live = _run(tmp_path, policy, policy, beta=0.1)
+    assert stats["ref_cache_hit"] is False and loads == ["sft", "sft"] and len(list(cache.glob("*.json"))) == 1
+    assert abs(_first(live, "rewards/chosen")) < 1e-5  # step 0: policy == reference, so stored logps are exact
+
+    loads.clear()
+    stats, _, live = _run(tmp_path, policy, policy, beta=0.5, lr=5e-4)  # a sweep: only beta / lr change
+    assert stats["ref_cache_hit"] is True and loads == ["sft"]  # the reference model is not even loaded
+    assert abs(_first(live, "rewards/chosen")) < 1e-5 and len(list(cache.glob("*.json"))) == 1
+
+    fewer = tmp_path / "fewer.jsonl"
+    fewer.write_text("".join((FIX / "preferences.jsonl").read_text(encoding="utf-8").splitlines(True)[:6]))
+    stats, _, _ = _run(tmp_path, policy, policy, data=fewer)
+    assert stats["ref_cache_hit"] is False and stats["rows_trained"] == 6
+
+    ref = copy_model(policy, tmp_path / "ref")
+    weights = load_file(str(ref / "model.safetensors"))
+    weights["model.norm.weight"] = weights["model.norm.weight"] * 1.5
+    save_file(weights, str(ref / "model.safetensors"), metadata={"format": "pt"})
+    stats, _, live = _run(tmp_path, policy, ref)
+    assert stats["ref_cache_hit"] is False and len(list(cache.glob("*.json"))) == 3
+    assert abs(_first(live, "rewards/chosen")) > 1e-3  # the explicit reference, not the policy, was used
+    stats, _, _ = _run(tmp_path, policy, ref, max_length=TINY["max_length"] // 2)
+    assert stats["ref_cache_hit"] is False and len(list(cache.glob("*.json"))) == 4
+
+
+def test_fixture_loads_with_datasets_and_trains_with_plain_dpotrainer(tmp_path, tiny_model_dir):
+    from datasets import load_dataset
+    from trl import DPOConfig, DPOTrainer
+
+    from saferinstruct.train.common import load_model
+
+    ds = load_dataset("json", data_files=str(FIX / "preferences.jsonl"), split="train")
+    assert {"prompt", "chosen", "rejected"} <= set(ds.column_names) and ds[0]["prompt"][0]["role"] == "user"
+    model, tok = load_model(tiny_model_dir)
+    ref, _ = load_model(tiny_model_dir)
+    args = DPOConfig(output_dir=str(tmp_path / "o"), max_steps=1, per_device_train_batch_size=2, use_cpu=True,
+                     bf16=False, gradient_checkpointing=False, report_to=[], max_length=256, save_strategy="no")
+    trainer = DPOTrainer(model=model, ref_model=ref, args=args, train_dataset=ds, processing_class=tok)
+    before = {k: v.clone() for k, v in model.named_parameters()}
+    trainer.train()
+    assert all(not torch.equal(before[k], v) for k, v in model.named_parameters())
