@@ -1,0 +1,108 @@
+"""The expert: writes the preferred (safe) response to each kept instruction.
+
+The prompt file (prompts/expert.md) holds the safety system prompt and few-shot examples of good safe answers; the
+instruction is the user turn. A provider's refusal, content filter or invalid-prompt answer is a recorded outcome
+(kept in the output with its outcome, never retried); self_evaluate keeps only ``ok`` answers it judges safe.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from saferinstruct.judging.backend_options import PriceParams, checked_backend_class, with_model
+from saferinstruct.judging.prompts import PromptTemplate
+from saferinstruct.llm.base import ChatRequest, ChatResult, GenerationParams, make_backend
+from saferinstruct.llm.gateway import Gateway, Prices
+from saferinstruct.params import Params, ParamsError
+from saferinstruct.records import ExpertResponse, InducedInstruction
+
+_SENTENCE_END = re.compile(r"[.!?](?=\s|$)")
+
+
+class ExpertParams(Params):
+    backend: str = "transformers"
+    # openai: the model name; transformers/vllm: a model directory. null: the stage's --model (models/base).
+    model: str | None = None
+    options: dict[str, Any] = Field(default_factory=lambda: {"batch_size": 16})
+    generation: GenerationParams = Field(default_factory=lambda: GenerationParams(max_tokens=96))
+    few_shot: int | None = Field(default=None, ge=0)  # example pairs kept from the prompt file (null: all)
+    # A reply cut by max_tokens ends mid-sentence: trim it back to its last full sentence (a better target).
+    trim_truncated: bool = True
+    # Keep only the first N sentences (null: all). Small models drift after a refusal and its redirect, sometimes
+    # into the very help they just declined; a safe answer is short.
+    max_sentences: int | None = Field(default=None, ge=1)
+    prices: PriceParams = Field(default_factory=PriceParams)
+    budget_usd: float | None = Field(default=None, gt=0.0)
+
+
+@dataclass
+class ExpertRun:
+    rows: list[ExpertResponse]
+    stats: dict = field(default_factory=dict)
+
+
+def expert_options(params: ExpertParams, default_model: str | None) -> dict[str, Any]:
+    """Backend options with the model filled in: ``expert.model``, else an explicit option, else (for a local-model
+    backend, one with a ``model_path`` option) ``default_model``, the stage's model directory."""
+    local = "model_path" in checked_backend_class(params.backend).Options.model_fields
+    if params.model is None and default_model and local and "model_path" not in params.options:
+        return with_model(params.backend, params.options, default_model)
+    return with_model(params.backend, params.options, params.model)
+
+
+def trim_to_sentence(text: str) -> str:
+    """Cut after the last sentence end; unchanged when there is none (better a cut sentence than nothing)."""
+    ends = list(_SENTENCE_END.finditer(text))
+    return text[: ends[-1].end()].strip() if ends else text
+
+
+def first_sentences(text: str, n: int | None) -> str:
+    """The first ``n`` sentences (all when None or when there are fewer)."""
+    if n is None:
+        return text
+    ends = list(_SENTENCE_END.finditer(text))
+    return text[: ends[n - 1].end()].strip() if len(ends) >= n else text
+
+
+def _to_row(instr: InducedInstruction, result: ChatResult, model: str, params: ExpertParams) -> ExpertResponse:
+    text = result.text.strip()
+    if params.trim_truncated and result.outcome == "ok" and result.finish_reason == "length":
+        text = trim_to_sentence(text)
+    text = first_sentences(text, params.max_sentences)
+    return ExpertResponse(id=f"{instr.id}:expert", parent_id=instr.id, instruction=instr.instruction,
+                          response=text, outcome=result.outcome, model=model, cache_key=result.cache_key)
+
+
+def respond(instructions: Sequence[InducedInstruction], prompt_path: Path | str, params: ExpertParams,
+            cache_dir: Path | str | None, default_model: str | None = None,
+            secrets: Mapping[str, str] | None = None) -> ExpertRun:
+    """One expert answer per instruction, through the gateway's call cache."""
+    prompt = PromptTemplate.load(prompt_path)
+    if "instruction" not in prompt.placeholders():
+        raise ParamsError(f"{prompt_path}: the expert prompt must contain {{{{instruction}}}}")
+    backend = make_backend(params.backend, expert_options(params, default_model), secrets=secrets)
+    gateway = Gateway(backend, cache_dir=cache_dir, prices=Prices(params.prices.prompt, params.prices.completion),
+                      budget_usd=params.budget_usd)
+    requests = [ChatRequest(messages=prompt.render({"instruction": i.instruction}, delimit=False,
+                                                   examples=params.few_shot), params=params.generation)
+                for i in instructions]
+    try:
+        results = gateway.complete(requests)
+    finally:
+        gateway.close()
+    model = gateway.identity
+    rows = [_to_row(i, r, model, params) for i, r in zip(instructions, results, strict=True)]
+    truncated = sum(r.finish_reason == "length" for r in results)
+    return ExpertRun(rows, {
+        "in": len(instructions), "responses": len(rows),
+        "outcomes": dict(sorted(Counter(r.outcome for r in rows).items())),
+        "truncated_by_max_tokens": truncated, "empty": sum(not r.response for r in rows),
+        "mean_chars": round(sum(len(r.response) for r in rows) / max(len(rows), 1), 1),
+        "prompt": str(prompt_path), "prompt_sha256": prompt.sha256, "gateway": gateway.stats.as_dict()})

@@ -1,0 +1,107 @@
+"""The judge interface every stage uses: items in, one typed :class:`~saferinstruct.records.Verdict` per item out.
+
+Three tasks, each with a closed label set:
+
+- ``instruction``: is it unsafe to comply with this instruction?  ``unsafe`` | ``safe``
+- ``response``: is the (expert's) answer safe?  ``safe`` | ``unsafe``
+- ``refusal``: did the answer refuse?  ``refusal`` | ``compliance`` | ``partial``  (evaluation)
+
+``Verdict.score`` always points the same way per task: the probability of the task's *positive* label (``unsafe`` for
+instruction and response, ``refusal`` for refusal), or ``None`` when a judge gives no score. A verdict that could not
+be parsed carries ``label="unknown"`` and ``parse_ok=False``; it is counted and kept, never raised.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from saferinstruct.records import Verdict
+
+Task = Literal["instruction", "response", "refusal"]
+LABELS: dict[str, tuple[str, ...]] = {
+    "instruction": ("unsafe", "safe"),
+    "response": ("safe", "unsafe"),
+    "refusal": ("refusal", "compliance", "partial"),
+}
+POSITIVE: dict[str, str] = {"instruction": "unsafe", "response": "unsafe", "refusal": "refusal"}
+UNKNOWN = "unknown"
+
+
+class JudgeItem(BaseModel):
+    """What a judge sees. ``response`` is None for the instruction task; ``source_text`` is optional context."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str
+    instruction: str
+    response: str | None = None
+    source_text: str | None = None
+
+
+@dataclass
+class JudgeStats:
+    """Counters a stage puts in its stats JSON."""
+
+    items: int = 0
+    parse_failures: int = 0
+    labels: Counter = field(default_factory=Counter)
+
+    def add(self, verdicts: Sequence[Verdict]) -> None:
+        self.items += len(verdicts)
+        self.parse_failures += sum(not v.parse_ok for v in verdicts)
+        self.labels.update(v.label for v in verdicts)
+
+    def as_dict(self) -> dict:
+        return {"items": self.items, "parse_failures": self.parse_failures,
+                "labels": dict(sorted(self.labels.items()))}
+
+
+class Judge(ABC):
+    """One way of judging one task. Subclasses implement :meth:`_judge`; :meth:`judge` keeps the counters."""
+
+    task: Task
+    name: str
+
+    def __init__(self, task: Task, name: str):
+        if task not in LABELS:
+            raise ValueError(f"unknown judge task '{task}' (known: {', '.join(LABELS)})")
+        self.task, self.name = task, name
+        self.counters = JudgeStats()
+
+    def judge(self, items: Sequence[JudgeItem]) -> list[Verdict]:
+        """One verdict per item, in item order; ``verdict.parent_id`` is the item id."""
+        verdicts = self._judge(items)
+        if len(verdicts) != len(items):
+            raise RuntimeError(f"judge {self.name} returned {len(verdicts)} verdicts for {len(items)} items")
+        self.counters.add(verdicts)
+        return verdicts
+
+    @abstractmethod
+    def _judge(self, items: Sequence[JudgeItem]) -> list[Verdict]:
+        """Judge a batch."""
+
+    def stats(self) -> dict:
+        """Counters for the stage stats (LLM judges add gateway calls, tokens, cost)."""
+        return {"judge": self.name, "task": self.task, **self.counters.as_dict()}
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release models or clients."""
+
+    def verdict(self, item: JudgeItem, label: str, *, score: float | None, rationale: str, raw: str,
+                cache_key: str, parse_ok: bool = True) -> Verdict:
+        return Verdict(id=f"{item.id}:{self.task}", parent_id=item.id, label=label, score=score,
+                       rationale=rationale, parse_ok=parse_ok, raw=raw, judge=self.name, cache_key=cache_key)
+
+    def text_of(self, item: JudgeItem) -> str:
+        """The text this task is about: the response for response/refusal, else the instruction."""
+        if self.task == "instruction":
+            return item.instruction
+        if item.response is None:
+            raise ValueError(f"item {item.id}: task '{self.task}' needs a response")
+        return item.response

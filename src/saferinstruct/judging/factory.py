@@ -1,0 +1,74 @@
+"""``JudgeSpec`` (a params section) -> a ready :class:`~saferinstruct.judging.base.Judge`.
+
+``backend`` is either an offline judge (``embedding_classifier``, ``refusal_keywords``, ``safe_response``: no key, no
+server, no GPU) or any gateway backend (``openai``, ``transformers``, ``vllm``, ``fake``, plugins), which makes an
+:class:`~saferinstruct.judging.llm_judge.LLMJudge` with a prompt file and a call cache.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from saferinstruct.judging.backend_options import PriceParams, checked_backend_class, with_model
+from saferinstruct.judging.base import Judge, Task
+from saferinstruct.llm.base import GenerationParams, make_backend
+from saferinstruct.params import Params, ParamsError, parse_section
+
+OFFLINE_TASKS: dict[str, Task] = {"embedding_classifier": "instruction", "refusal_keywords": "refusal",
+                                  "safe_response": "response"}
+
+
+class JudgeSpec(Params):
+    backend: str = "embedding_classifier"
+    task: Task = "instruction"
+    # LLM backends: the model name (openai: `model`; transformers/vllm: `model_path`). Unused by offline judges.
+    model: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+    generation: GenerationParams = Field(default_factory=lambda: GenerationParams(max_tokens=128))
+    # embedding_classifier: P(unsafe) at or above which the label is `unsafe` (null: the trained head's own).
+    threshold: float | None = Field(default=None, gt=0.0, lt=1.0)
+    prices: PriceParams = Field(default_factory=PriceParams)
+    budget_usd: float | None = Field(default=None, gt=0.0)
+
+
+def build_judge(spec: JudgeSpec, prompt_path: Path | str | None = None, cache_dir: Path | str | None = None,
+                secrets: Mapping[str, str] | None = None, classifier_dir: Path | str | None = None) -> Judge:
+    """The judge ``spec`` describes. ``prompt_path`` and ``cache_dir`` are for LLM judges, ``classifier_dir`` (the
+    output of train_safety_classifier) for the embedding classifier; ``secrets`` maps env var names to values."""
+    if spec.backend in OFFLINE_TASKS:
+        if spec.task != OFFLINE_TASKS[spec.backend]:
+            raise ParamsError(f"judge backend '{spec.backend}' does task '{OFFLINE_TASKS[spec.backend]}', "
+                             f"not '{spec.task}'")
+        return _offline(spec, classifier_dir)
+    from saferinstruct.judging.llm_judge import LLMJudge
+    from saferinstruct.judging.prompts import PromptTemplate
+    from saferinstruct.llm.gateway import Gateway, Prices
+
+    if prompt_path is None:
+        raise ParamsError(f"an LLM judge (backend '{spec.backend}') needs a prompt file")
+    prompt = PromptTemplate.load(prompt_path)
+    checked_backend_class(spec.backend, also=f"; offline judges: {', '.join(OFFLINE_TASKS)}")
+    backend = make_backend(spec.backend, with_model(spec.backend, spec.options, spec.model), secrets=secrets)
+    gateway = Gateway(backend, cache_dir=cache_dir, prices=Prices(spec.prices.prompt, spec.prices.completion),
+                      budget_usd=spec.budget_usd)
+    return LLMJudge(spec.task, gateway, prompt, spec.generation, name=f"llm:{backend.identity()}")
+
+
+def _offline(spec: JudgeSpec, classifier_dir: Path | str | None) -> Judge:
+    if spec.backend == "refusal_keywords":
+        from saferinstruct.judging.refusal import RefusalKeywordJudge
+
+        return RefusalKeywordJudge()
+    if spec.backend == "safe_response":
+        from saferinstruct.judging.refusal import SafeResponseJudge, SafeResponseOptions
+
+        return SafeResponseJudge(parse_section(spec.options, "options", SafeResponseOptions))
+    from saferinstruct.judging.classifier import EmbeddingClassifierJudge, PinnedEncoder
+
+    if classifier_dir is None:
+        raise ParamsError("the embedding_classifier judge needs the trained classifier directory")
+    return EmbeddingClassifierJudge(classifier_dir, PinnedEncoder.for_head(classifier_dir), spec.threshold)

@@ -1,0 +1,131 @@
+"""Labelled prompt files for the safety classifier: read, normalise, drop evaluation overlap, split deterministically.
+
+Readers cover the formats the repo ships: CSV with an ``instruction`` / ``prompt`` / ``goal`` column (Safer-Instruct,
+AdvBench, XSTest), a JSON list of ``{"instruction": ...}`` (Alpaca), and jsonl(.gz) with such a field or with an
+hh-rlhf ``chosen`` transcript (its first human turn is the prompt). A ``label`` column of ``safe``/``unsafe`` (XSTest)
+overrides the label a file was given.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import re
+import unicodedata
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from saferinstruct.hashing import text_sha256
+from saferinstruct.io import RowError
+
+TEXT_FIELDS = ("instruction", "prompt", "goal")
+SPREADSHEET_ARTEFACTS = {"#NAME?", "#VALUE!", "#REF!"}
+_HUMAN_TURN = re.compile(r"\n\nHuman:\s*(.*?)(?:\n\nAssistant:|$)", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class Prompt:
+    text: str
+    file: str
+    line: int
+    label: str  # "unsafe" | "safe"
+
+
+def normalise_text(text: str) -> str:
+    """Comparison key: NFKC, lower case, punctuation dropped, whitespace collapsed."""
+    text = unicodedata.normalize("NFKC", text).lower()
+    return " ".join(re.sub(r"[^\w\s]", " ", text).split())
+
+
+def _text_of(row: dict, path: Path, line: int) -> str:
+    for key in TEXT_FIELDS:
+        if isinstance(row.get(key), str):
+            return row[key]
+    if isinstance(row.get("chosen"), str):  # hh-rlhf transcript
+        match = _HUMAN_TURN.search(row["chosen"])
+        return match.group(1).strip() if match else ""
+    raise RowError(path, line, f"no text field (expected one of {', '.join(TEXT_FIELDS)}, or an hh-rlhf 'chosen')")
+
+
+def _rows(path: Path) -> Iterator[tuple[int, dict]]:
+    name = path.name.lower()
+    if name.endswith(".csv"):
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            for row in reader:
+                yield reader.line_num, row
+    elif name.endswith(".json"):
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(data, list):
+            raise RowError(path, None, "expected a JSON list of objects")
+        for i, row in enumerate(data, start=1):
+            yield i, row if isinstance(row, dict) else {}
+    elif name.endswith((".jsonl", ".jsonl.gz")):
+        opener = gzip.open if name.endswith(".gz") else open
+        with opener(path, "rt", encoding="utf-8") as fh:
+            for i, line in enumerate(fh, start=1):
+                if line.strip():
+                    try:
+                        yield i, json.loads(line)
+                    except json.JSONDecodeError as err:
+                        raise RowError(path, i, f"bad JSON: {err.msg}") from None
+    else:
+        raise RowError(path, None, "unsupported file type (use .csv, .json, .jsonl or .jsonl.gz)")
+
+
+def read_prompts(path: Path | str, label: str) -> tuple[list[Prompt], int]:
+    """Prompts of one file with ``label`` (unless a row's own safe/unsafe label says otherwise); and the number of
+    unusable rows skipped (empty text, spreadsheet artefacts such as ``#NAME?``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise RowError(path, None, "file not found")
+    prompts, skipped = [], 0
+    for line, row in _rows(path):
+        text = _text_of(row, path, line).strip()
+        if not text or text in SPREADSHEET_ARTEFACTS:
+            skipped += 1
+            continue
+        own = str(row.get("label", "")).strip().lower()
+        prompts.append(Prompt(text, str(path), line, own if own in ("safe", "unsafe") else label))
+    return prompts, skipped
+
+
+@dataclass
+class TrainingSet:
+    train: list[Prompt] = field(default_factory=list)
+    holdout: list[Prompt] = field(default_factory=list)
+    dropped: Counter = field(default_factory=Counter)  # reason -> count
+    per_file: dict[str, int] = field(default_factory=dict)
+
+
+def in_holdout(text: str, fraction: float, seed: int) -> bool:
+    """A split by content hash: stable whatever the order or the other rows are."""
+    h = int(text_sha256(f"{seed}\x00{normalise_text(text)}")[:8], 16)
+    return h / 0x1_0000_0000 < fraction
+
+
+def build_training_set(prompts: Sequence[Prompt], eval_prompts: Sequence[Prompt], holdout_fraction: float,
+                       seed: int) -> TrainingSet:
+    """Drop rows equal (normalised) to an evaluation prompt, duplicates and label conflicts; split the rest."""
+    out = TrainingSet()
+    eval_keys = {normalise_text(p.text) for p in eval_prompts}
+    labels_by_key: dict[str, set[str]] = {}
+    for p in prompts:
+        labels_by_key.setdefault(normalise_text(p.text), set()).add(p.label)
+    seen: set[str] = set()
+    for p in prompts:
+        key = normalise_text(p.text)
+        if key in eval_keys:
+            out.dropped[f"eval_overlap:{Path(p.file).name}"] += 1
+        elif len(labels_by_key[key]) > 1:
+            out.dropped["label_conflict"] += 1
+        elif key in seen:
+            out.dropped["duplicate"] += 1
+        else:
+            seen.add(key)
+            (out.holdout if in_holdout(p.text, holdout_fraction, seed) else out.train).append(p)
+            out.per_file[Path(p.file).name] = out.per_file.get(Path(p.file).name, 0) + 1
+    return out

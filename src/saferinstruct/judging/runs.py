@@ -1,0 +1,54 @@
+"""What the judge_instructions and self_evaluate stages do with a judge: rows in, verdicts + funnel counts out."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from saferinstruct.judging.base import Judge, JudgeItem
+from saferinstruct.params import ParamsError
+from saferinstruct.records import ExpertResponse, InducedInstruction, Verdict
+
+
+def judge_instructions(rows: Sequence[InducedInstruction], judge: Judge) -> tuple[list[Verdict], dict]:
+    """One verdict per instruction (``parent_id`` = instruction id); the source text goes along as context."""
+    if judge.task != "instruction":
+        raise ParamsError(f"judge {judge.name} does task '{judge.task}'; judging instructions needs 'instruction'")
+    items = [JudgeItem(id=r.id, instruction=r.instruction, source_text=r.source_text) for r in rows]
+    verdicts = judge.judge(items)
+    per_category: dict[str, Counter] = {}
+    for row, v in zip(rows, verdicts, strict=True):
+        per_category.setdefault(row.category, Counter())[v.label] += 1
+    return verdicts, {"in": len(rows), "verdicts": len(verdicts),
+                      "labels_per_category": {c: dict(sorted(n.items())) for c, n in sorted(per_category.items())},
+                      **judge.stats()}
+
+
+@dataclass
+class SelfEvaluation:
+    verdicts: list[Verdict]
+    kept: list[ExpertResponse]
+    stats: dict = field(default_factory=dict)
+
+
+def self_evaluate(responses: Sequence[ExpertResponse], judge: Judge, keep_label: str = "safe") -> SelfEvaluation:
+    """Judge every answer the expert actually gave; keep those judged ``keep_label`` (parsed verdicts only)."""
+    if judge.task != "response":
+        raise ParamsError(f"judge {judge.name} does task '{judge.task}'; self-evaluation needs 'response'")
+    answered = [r for r in responses if r.outcome == "ok" and r.response.strip()]
+    verdicts = judge.judge([JudgeItem(id=r.id, instruction=r.instruction, response=r.response) for r in answered])
+    kept = [r for r, v in zip(answered, verdicts, strict=True) if v.parse_ok and v.label == keep_label]
+    dropped: Counter = Counter()
+    for r in responses:
+        if r.outcome != "ok":
+            dropped[f"outcome_{r.outcome}"] += 1
+        elif not r.response.strip():
+            dropped["empty_response"] += 1
+    for v in verdicts:
+        if not v.parse_ok:
+            dropped["unparsed_verdict"] += 1
+        elif v.label != keep_label:
+            dropped[f"judged_{v.label}"] += 1
+    return SelfEvaluation(verdicts, kept, {"in": len(responses), "judged": len(verdicts), "kept": len(kept),
+                                           "dropped": dict(sorted(dropped.items())), **judge.stats()})

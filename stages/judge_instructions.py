@@ -1,0 +1,52 @@
+"""Stage judge_instructions: a typed verdict per filtered instruction from the configured judge (params `judge`)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from saferinstruct.io import read_rows, write_rows
+from saferinstruct.judging.backend_options import secrets_for
+from saferinstruct.judging.factory import JudgeSpec, build_judge
+from saferinstruct.judging.runs import judge_instructions
+from saferinstruct.llm.gateway import BudgetExceeded
+from saferinstruct.params import load_section
+from saferinstruct.records import InducedInstruction
+from saferinstruct.stageutil import StageError, Timer, clean_errors, write_stats
+
+
+@click.command()
+@click.option("--filtered", "filtered_path", default="data/filtered.jsonl", show_default=True)
+@click.option("--classifier", "classifier_dir", default="models/safety_classifier", show_default=True,
+              help="Trained head for the embedding_classifier judge.")
+@click.option("--prompt", "prompt_path", default="prompts/judge_instruction.md", show_default=True,
+              help="Prompt file for an LLM judge.")
+@click.option("--out", "out_path", default="data/instruction_verdicts.jsonl", show_default=True)
+@click.option("--cache", "cache_dir", default="cache/judge_instructions", show_default=True,
+              help="Call cache (persistent).")
+@click.option("--stats", "stats_path", default="stats/judge_instructions.json", show_default=True)
+@click.option("--params", "params_path", default="params.yaml", show_default=True)
+@clean_errors
+def main(filtered_path: str, classifier_dir: str, prompt_path: str, out_path: str, cache_dir: str, stats_path: str,
+         params_path: str) -> None:
+    spec = load_section("judge", JudgeSpec, params_path)
+    rows = read_rows(filtered_path, InducedInstruction)
+    Path(cache_dir).mkdir(parents=True, exist_ok=True)  # a DVC output even when an offline judge makes no call
+    judge = build_judge(spec, prompt_path, cache_dir, secrets_for(spec.options, os.environ), classifier_dir)
+    try:
+        with Timer() as t:
+            verdicts, stats = judge_instructions(rows, judge)
+    except BudgetExceeded as err:
+        raise StageError(str(err)) from None
+    finally:
+        judge.close()
+    write_rows(out_path, verdicts)
+    write_stats(stats_path, {**stats, "seconds": t.seconds})
+    click.echo(f"judge_instructions: {len(verdicts)} verdicts {stats['labels']}, "
+               f"{stats['parse_failures']} parse failures, {t.seconds}s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""Stage self_evaluate: the judge rates each expert response (params `self_eval`); only those judged safe stay."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from saferinstruct.io import read_rows, write_rows
+from saferinstruct.judging.backend_options import secrets_for
+from saferinstruct.judging.factory import JudgeSpec, build_judge
+from saferinstruct.judging.runs import self_evaluate
+from saferinstruct.llm.gateway import BudgetExceeded
+from saferinstruct.params import load_section
+from saferinstruct.records import ExpertResponse
+from saferinstruct.stageutil import StageError, Timer, clean_errors, write_stats
+
+
+@click.command()
+@click.option("--responses", "responses_path", default="data/responses.jsonl", show_default=True)
+@click.option("--prompt", "prompt_path", default="prompts/self_eval.md", show_default=True,
+              help="Prompt file for an LLM judge.")
+@click.option("--out", "out_path", default="data/response_verdicts.jsonl", show_default=True)
+@click.option("--kept", "kept_path", default="data/responses_kept.jsonl", show_default=True)
+@click.option("--cache", "cache_dir", default="cache/self_evaluate", show_default=True,
+              help="Call cache (persistent).")
+@click.option("--stats", "stats_path", default="stats/self_evaluate.json", show_default=True)
+@click.option("--params", "params_path", default="params.yaml", show_default=True)
+@clean_errors
+def main(responses_path: str, prompt_path: str, out_path: str, kept_path: str, cache_dir: str, stats_path: str,
+         params_path: str) -> None:
+    spec = load_section("self_eval", JudgeSpec, params_path)
+    responses = read_rows(responses_path, ExpertResponse, allow_empty=True)
+    os.makedirs(cache_dir, exist_ok=True)  # a DVC output even when an offline judge makes no call
+    judge = build_judge(spec, prompt_path, cache_dir, secrets_for(spec.options, os.environ))
+    try:
+        with Timer() as t:
+            result = self_evaluate(responses, judge)
+    except BudgetExceeded as err:
+        raise StageError(str(err)) from None
+    finally:
+        judge.close()
+    write_rows(out_path, result.verdicts)
+    write_rows(kept_path, result.kept)
+    write_stats(stats_path, {**result.stats, "seconds": t.seconds})
+    click.echo(f"self_evaluate: kept {len(result.kept)} of {len(responses)} {result.stats['dropped']}, {t.seconds}s")
+
+
+if __name__ == "__main__":
+    main()

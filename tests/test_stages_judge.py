@@ -1,0 +1,182 @@
+"""Stage commands (CliRunner): train_safety_classifier -> judge_instructions -> select_instructions -> respond ->
+self_evaluate on small fixtures; cache properties of the judge stage; clean errors on bad input and config."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from saferinstruct.io import read_rows
+from saferinstruct.records import ExpertResponse, InducedInstruction, Verdict
+
+REPO = Path(__file__).resolve().parent.parent
+FIX = Path(__file__).resolve().parent / "fixtures" / "judging"
+JSON_UNSAFE = '{{"label": "unsafe", "score": 0.9, "rationale": "r {h}"}}'
+
+
+def _params(tmp_path: Path, **overrides: dict) -> Path:
+    doc = yaml.safe_load((REPO / "params.yaml").read_text())
+    sections = {k: doc[k] for k in ("safety_classifier", "judge", "select", "expert", "self_eval")}
+    for key, value in overrides.items():
+        sections[key] = {**sections[key], **value}
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(sections))
+    return path
+
+
+def _invoke(load_stage, name: str, args: list[str]):
+    return CliRunner().invoke(load_stage(name).main, args)
+
+
+def _judge(load_stage, tmp_path: Path, params: Path, filtered: Path = FIX / "filtered.jsonl", cache: str = "cache"):
+    return _invoke(load_stage, "judge_instructions", [
+        "--filtered", str(filtered), "--classifier", str(tmp_path / "clf"),
+        "--prompt", str(REPO / "prompts" / "judge_instruction.md"), "--out", str(tmp_path / "verdicts.jsonl"),
+        "--cache", str(tmp_path / cache), "--stats", str(tmp_path / "judge.json"), "--params", str(params)])
+
+
+def _stats(tmp_path: Path, name: str) -> dict:
+    return json.loads((tmp_path / name).read_text())
+
+
+def test_offline_chain(load_stage, tmp_path):
+    """The embedded default path: classifier head trained by its stage, offline judge, selection, expert (fake here),
+    offline self-evaluation: every stage writes its outputs and funnel stats."""
+    params = _params(tmp_path, safety_classifier={"max_per_file": None, "eval_sample": 5},
+                     expert={"backend": "fake", "options": {"template": "I'm sorry, but I can't help with that."}})
+    res = _invoke(load_stage, "train_safety_classifier", [
+        "--unsafe", str(FIX / "unsafe.csv"), "--safe", str(FIX / "safe.json"), "--eval-safe", str(FIX / "eval.csv"),
+        "--out", str(tmp_path / "clf"), "--stats", str(tmp_path / "clf.json"), "--params", str(params)])
+    assert res.exit_code == 0, res.output
+    clf = _stats(tmp_path, "clf.json")
+    assert clf["dropped"]["label_conflict"] == 2 and clf["holdout"]["n"] > 0 and "eval.csv" in clf["eval_measured"]
+    assert (tmp_path / "clf" / "head.safetensors").is_file() and (tmp_path / "clf" / "config.json").is_file()
+
+    assert _judge(load_stage, tmp_path, params).exit_code == 0
+    verdicts = {v.parent_id: v for v in read_rows(tmp_path / "verdicts.jsonl", Verdict)}
+    assert len(verdicts) == 6 and all(0.0 <= v.score <= 1.0 and v.judge == "embedding_classifier"
+                                      for v in verdicts.values())
+    assert verdicts["ins-1"].label == "unsafe" and verdicts["ins-3"].label == "safe"
+    assert (tmp_path / "cache").is_dir() and _stats(tmp_path, "judge.json")["in"] == 6
+
+    res = _invoke(load_stage, "select_instructions", [
+        "--filtered", str(FIX / "filtered.jsonl"), "--verdicts", str(tmp_path / "verdicts.jsonl"),
+        "--out", str(tmp_path / "instructions.jsonl"), "--rejected", str(tmp_path / "rej.jsonl"),
+        "--stats", str(tmp_path / "select.json"), "--params", str(params)])
+    assert res.exit_code == 0, res.output
+    kept = read_rows(tmp_path / "instructions.jsonl", InducedInstruction)
+    assert "ins-1" in {r.id for r in kept} and "ins-3" not in {r.id for r in kept}
+
+    res = _invoke(load_stage, "respond", [
+        "--instructions", str(tmp_path / "instructions.jsonl"), "--model", str(tmp_path / "unused"),
+        "--prompt", str(REPO / "prompts" / "expert.md"), "--out", str(tmp_path / "responses.jsonl"),
+        "--cache", str(tmp_path / "cache_respond"), "--stats", str(tmp_path / "respond.json"), "--params", str(params)])
+    assert res.exit_code == 0, res.output
+    assert len(read_rows(tmp_path / "responses.jsonl", ExpertResponse)) == len(kept)
+    assert _stats(tmp_path, "respond.json")["gateway"]["calls"] == len(kept)
+
+    res = _self_evaluate(load_stage, tmp_path, params, tmp_path / "responses.jsonl")
+    assert res.exit_code == 0, res.output
+    assert len(read_rows(tmp_path / "kept.jsonl", ExpertResponse)) == len(kept)
+
+
+def _self_evaluate(load_stage, tmp_path: Path, params: Path, responses: Path):
+    return _invoke(load_stage, "self_evaluate", [
+        "--responses", str(responses), "--prompt", str(REPO / "prompts" / "self_eval.md"),
+        "--out", str(tmp_path / "rverdicts.jsonl"), "--kept", str(tmp_path / "kept.jsonl"),
+        "--cache", str(tmp_path / "cache_self"), "--stats", str(tmp_path / "self.json"), "--params", str(params)])
+
+
+def test_self_evaluate_keeps_only_clean_refusals(load_stage, tmp_path):
+    res = _self_evaluate(load_stage, tmp_path, _params(tmp_path), FIX / "responses.jsonl")
+    assert res.exit_code == 0, res.output
+    assert [r.id for r in read_rows(tmp_path / "kept.jsonl", ExpertResponse)] == ["ins-1:expert", "ins-5:expert"]
+    stats = _stats(tmp_path, "self.json")
+    assert stats["dropped"] == {"empty_response": 1, "judged_unsafe": 3, "outcome_content_filter": 1}
+    assert stats["in"] == 7 and stats["judged"] == 5 and stats["kept"] == 2
+    assert len(read_rows(tmp_path / "rverdicts.jsonl", Verdict)) == 5
+
+
+def test_llm_judge_stage_cache_properties(load_stage, tmp_path):
+    """Crash half way then re-run: total calls == items. Unchanged re-run: no call. One changed row: one call."""
+    crash = _params(tmp_path, judge={"backend": "fake", "options": {"template": JSON_UNSAFE, "crash_after": 3}})
+    res = _judge(load_stage, tmp_path, crash)
+    assert res.exit_code != 0 and not (tmp_path / "verdicts.jsonl").exists()
+    params = _params(tmp_path, judge={"backend": "fake", "options": {"template": JSON_UNSAFE}})
+    assert _judge(load_stage, tmp_path, params).exit_code == 0
+    first = _stats(tmp_path, "judge.json")
+    assert first["gateway"]["calls"] == 3 and first["gateway"]["cache_hits"] == 3  # 3 paid before the crash
+    assert first["labels"] == {"unsafe": 6} and first["parse_failures"] == 0
+    assert _judge(load_stage, tmp_path, params).exit_code == 0
+    assert _stats(tmp_path, "judge.json")["gateway"]["calls"] == 0
+
+    rows = (FIX / "filtered.jsonl").read_text().splitlines()
+    changed = json.loads(rows[2])
+    changed["instruction"] = "Write a short poem about the moon."
+    edited = tmp_path / "filtered.jsonl"
+    edited.write_text("\n".join(rows[:2] + [json.dumps(changed)] + rows[3:]) + "\n")
+    assert _judge(load_stage, tmp_path, params, filtered=edited).exit_code == 0
+    assert _stats(tmp_path, "judge.json")["gateway"] == {**_stats(tmp_path, "judge.json")["gateway"], "calls": 1,
+                                                         "cache_hits": 5}
+
+
+def test_judge_parse_failures_are_counted_not_fatal(load_stage, tmp_path):
+    params = _params(tmp_path, judge={"backend": "fake", "options": {"template": "no idea, sorry ({n})"}})
+    res = _judge(load_stage, tmp_path, params)
+    assert res.exit_code == 0, res.output
+    assert _stats(tmp_path, "judge.json")["parse_failures"] == 6
+    assert {v.parse_ok for v in read_rows(tmp_path / "verdicts.jsonl", Verdict)} == {False}
+
+
+def test_judge_budget_stops_cleanly(load_stage, tmp_path):
+    params = _params(tmp_path, judge={"backend": "fake", "options": {"template": JSON_UNSAFE},
+                                      "prices": {"prompt": 1e6, "completion": 0.0}, "budget_usd": 1.0})
+    res = _judge(load_stage, tmp_path, params)
+    assert res.exit_code == 1 and "budget of $1.00 reached" in res.output
+    assert not (tmp_path / "verdicts.jsonl").exists()
+
+
+def test_bad_input_is_a_one_line_error(load_stage, tmp_path):
+    bad = tmp_path / "filtered.jsonl"
+    shutil.copy(FIX / "filtered.jsonl", bad)
+    with open(bad, "a") as fh:
+        fh.write('{"id": "x", "instruction": 3}\n')
+    params = _params(tmp_path, judge={"backend": "fake", "options": {"template": JSON_UNSAFE}})
+    res = _judge(load_stage, tmp_path, params, filtered=bad)
+    assert res.exit_code == 2 and "filtered.jsonl:7: field" in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "verdicts.jsonl").exists()
+
+
+@pytest.mark.parametrize("section,override,message", [
+    ("judge", {"backend": "fake", "tresh": 1}, "unknown key 'judge.tresh'"),
+    ("judge", {"backend": "safe_response"}, "does task 'response', not 'instruction'"),
+    ("judge", {"backend": "no_such_backend"}, "unknown backend 'no_such_backend'"),
+])
+def test_bad_config_is_a_one_line_error(load_stage, tmp_path, section, override, message):
+    res = _judge(load_stage, tmp_path, _params(tmp_path, **{section: override}))
+    assert res.exit_code != 0 and message in res.output and "Traceback" not in res.output
+
+
+def test_select_threshold_change(load_stage, tmp_path):
+    verdicts = tmp_path / "verdicts.jsonl"
+    rows = [Verdict(id=f"ins-{i}:instruction", parent_id=f"ins-{i}", label="unsafe", score=0.1 * i + 0.35,
+                    parse_ok=True, raw="", judge="j", cache_key="k").model_dump_json() for i in range(1, 7)]
+    verdicts.write_text("\n".join(rows) + "\n")
+
+    def kept(min_score: float) -> list[str]:
+        params = _params(tmp_path, select={"min_score": min_score})
+        res = _invoke(load_stage, "select_instructions", [
+            "--filtered", str(FIX / "filtered.jsonl"), "--verdicts", str(verdicts),
+            "--out", str(tmp_path / "out.jsonl"), "--rejected", str(tmp_path / "rej.jsonl"),
+            "--stats", str(tmp_path / "select.json"), "--params", str(params)])
+        assert res.exit_code == 0, res.output
+        return [r.id for r in read_rows(tmp_path / "out.jsonl", InducedInstruction, allow_empty=True)]
+
+    assert kept(0.5) == ["ins-2", "ins-3", "ins-4", "ins-5", "ins-6"]
+    assert kept(0.8) == ["ins-5", "ins-6"]
+    assert _stats(tmp_path, "select.json")["dropped"] == {"below_min_score": 4}
