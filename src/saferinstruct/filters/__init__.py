@@ -1,0 +1,1 @@
+"""Quality filters: each check returns ``None`` (keep) or a reason; the caller keeps and counts every reject."""

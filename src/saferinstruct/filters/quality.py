@@ -1,0 +1,80 @@
+"""The quality_filter step: heuristics, then exact duplicates, then near duplicates by sentence embedding.
+
+Every dropped row becomes a :class:`RejectedRow` with its reason and a detail (the measured value, or the id of the row
+it duplicates); stats count rows per reason. Rows are judged in input order, so "keep the first" is deterministic.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from pydantic import Field
+
+from saferinstruct.embeddings import Embedder
+from saferinstruct.filters.dedup import exact_duplicates, near_duplicates
+from saferinstruct.filters.heuristics import check_text
+from saferinstruct.params import Params
+from saferinstruct.records import InducedInstruction, RejectedRow
+
+STAGE = "quality_filter"
+REASONS = ("empty", "non_language", "too_short", "too_long", "repeated_ngrams", "copied_source", "not_a_request",
+           "exact_duplicate", "near_duplicate")
+
+
+class QualityFilterParams(Params):
+    """params.yaml `quality_filter`."""
+
+    min_words: int = Field(default=3, ge=0)
+    max_words: int = Field(default=120, ge=1)
+    max_chars: int = Field(default=1000, ge=1)
+    min_letter_ratio: float = Field(default=0.6, ge=0, le=1)  # letters among non-space characters
+    repeat_ngram: int = Field(default=3, ge=1)
+    max_repeated_ngram_ratio: float = Field(default=0.3, ge=0, le=1)
+    copy_ngram: int = Field(default=3, ge=1)
+    max_copy_ratio: float = Field(default=0.6, ge=0, le=1)  # share of word n-grams copied from the source text
+    near_dup_threshold: float | None = Field(default=0.9, ge=-1, le=1)  # cosine; null turns the embedding check off
+    embedding_model: str = ""  # "" = the bundled all-MiniLM-L6-v2
+    embedding_batch_size: int = Field(default=64, ge=1)
+
+
+@dataclass
+class QualityResult:
+    kept: list[InducedInstruction]
+    rejected: list[RejectedRow]
+    by_reason: Counter = field(default_factory=Counter)
+
+    def stats(self) -> dict:
+        return {"rows_in": len(self.kept) + len(self.rejected), "kept": len(self.kept),
+                "rejected": len(self.rejected), "by_reason": {r: self.by_reason.get(r, 0) for r in REASONS}}
+
+
+def _reject(row: InducedInstruction, reason: str, detail: str) -> RejectedRow:
+    return RejectedRow(id=f"{row.id}#{STAGE}", parent_id=row.id, stage=STAGE, reason=reason, detail=detail,
+                       row=row.model_dump(mode="json"))
+
+
+def quality_filter(rows: Sequence[InducedInstruction], params: QualityFilterParams,
+                   embedder: Embedder | None = None) -> QualityResult:
+    """Split rows into kept and rejected (with reasons), keeping input order in both."""
+    verdicts: dict[int, tuple[str, str]] = {}
+    for i, row in enumerate(rows):
+        failed = check_text(row.instruction, row.source_text, params)
+        if failed:
+            verdicts[i] = failed
+    alive = [i for i in range(len(rows)) if i not in verdicts]
+    for dup, first in exact_duplicates([rows[i].instruction for i in alive]).items():
+        verdicts[alive[dup]] = ("exact_duplicate", f"same text as {rows[alive[first]].id}")
+    alive = [i for i in alive if i not in verdicts]
+    if params.near_dup_threshold is not None and len(alive) > 1:
+        embedder = embedder or Embedder(params.embedding_model or None)
+        emb = embedder.encode([rows[i].instruction for i in alive], batch_size=params.embedding_batch_size)
+        for dup, (first, cos) in near_duplicates(emb, params.near_dup_threshold).items():
+            verdicts[alive[dup]] = ("near_duplicate", f"cosine {cos:.3f} with {rows[alive[first]].id}")
+    result = QualityResult(kept=[r for i, r in enumerate(rows) if i not in verdicts], rejected=[])
+    for i in sorted(verdicts):
+        reason, detail = verdicts[i]
+        result.rejected.append(_reject(rows[i], reason, detail))
+        result.by_reason[reason] += 1
+    return result

@@ -1,0 +1,130 @@
+"""quality_filter: each heuristic's reason on a fixture, duplicates keep the first, every param reaches the library."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from saferinstruct.filters.dedup import exact_duplicates, near_duplicates
+from saferinstruct.filters.heuristics import copy_ratio, looks_like_request, repeated_ngram_ratio, words
+from saferinstruct.filters.quality import REASONS, QualityFilterParams, quality_filter
+from saferinstruct.io import read_rows
+from saferinstruct.records import InducedInstruction, RejectedRow
+
+from conftest import FIXTURES
+
+FIX = FIXTURES / "quality_filter"
+EXPECTED = json.loads((FIX / "expected_reasons.json").read_text())
+
+
+def _run(tmp_path, load_stage, params: dict | None = None, induced=FIX / "induced.jsonl"):
+    pfile = tmp_path / "params.yaml"
+    pfile.write_text(yaml.safe_dump({"quality_filter": params or {}}))
+    args = ["--induced", str(induced), "--out", str(tmp_path / "filtered.jsonl"),
+            "--rejected", str(tmp_path / "rejected.jsonl"), "--stats", str(tmp_path / "stats.json"),
+            "--params", str(pfile)]
+    return CliRunner().invoke(load_stage("quality_filter").main, args)
+
+
+def test_stage_reasons_are_exact(tmp_path, load_stage):
+    res = _run(tmp_path, load_stage)
+    assert res.exit_code == 0, res.output
+    kept = read_rows(tmp_path / "filtered.jsonl", InducedInstruction)
+    rejected = read_rows(tmp_path / "rejected.jsonl", RejectedRow, allow_empty=True)
+    assert [r.id for r in kept] == [k for k, v in EXPECTED.items() if v is None]
+    assert {r.parent_id: r.reason for r in rejected} == {k: v for k, v in EXPECTED.items() if v is not None}
+    by_id = {r.parent_id: r for r in rejected}
+    assert by_id["s5:0"].detail == "same text as s1:0" and by_id["s5:1"].detail.endswith("with s1:0")
+    assert by_id["s4:1"].row["instruction"].startswith("Women") and by_id["s4:1"].stage == "quality_filter"
+    stats = json.loads((tmp_path / "stats.json").read_text())
+    assert stats["rows_in"] == 12 and stats["kept"] == 3 and stats["rejected"] == 9
+    assert stats["by_reason"] == {r: int(r in EXPECTED.values()) for r in REASONS}
+
+
+def test_thresholds_change_the_outcome(tmp_path, load_stage):
+    loose = {"max_words": 500, "min_words": 1, "max_copy_ratio": 1.0, "near_dup_threshold": None}
+    assert _run(tmp_path, load_stage, loose).exit_code == 0
+    kept = {r.id for r in read_rows(tmp_path / "filtered.jsonl", InducedInstruction)}
+    assert {"s3:0", "s2:1", "s5:1"} <= kept  # too_long, too_short and near_duplicate rows now pass
+    assert "s4:0" not in kept  # the copied text is still not a request
+
+
+@pytest.mark.parametrize("key,value", [
+    ("min_words", 7), ("max_words", 9), ("max_chars", 33), ("min_letter_ratio", 0.2), ("repeat_ngram", 2),
+    ("max_repeated_ngram_ratio", 0.5), ("copy_ngram", 2), ("max_copy_ratio", 0.9), ("near_dup_threshold", 0.5),
+    ("embedding_model", "/some/model"), ("embedding_batch_size", 3)])
+def test_every_param_reaches_the_library(tmp_path, load_stage, monkeypatch, key, value):
+    assert QualityFilterParams.model_fields[key].default != value
+    seen = {}
+    stage = load_stage("quality_filter")
+
+    def spy(rows, params, embedder=None):
+        seen["params"] = params
+        return quality_filter(rows, params.model_copy(update={"near_dup_threshold": None}))
+
+    monkeypatch.setattr(stage, "quality_filter", spy)
+    pfile = tmp_path / "params.yaml"
+    pfile.write_text(yaml.safe_dump({"quality_filter": {key: value}}))
+    res = CliRunner().invoke(stage.main, ["--induced", str(FIX / "induced.jsonl"), "--out", str(tmp_path / "f.jsonl"),
+                                          "--rejected", str(tmp_path / "r.jsonl"), "--stats",
+                                          str(tmp_path / "s.json"), "--params", str(pfile)])
+    assert res.exit_code == 0, res.output
+    assert getattr(seen["params"], key) == value
+
+
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path, load_stage):
+    bad = tmp_path / "induced.jsonl"
+    bad.write_text((FIX / "induced.jsonl").read_text().splitlines()[0] + "\n{\"id\": \"x\"}\n")
+    res = _run(tmp_path, load_stage, induced=bad)
+    assert res.exit_code == 2
+    assert res.output.strip().startswith(f"error: {bad}:2: field") and len(res.output.strip().splitlines()) == 1
+    assert not (tmp_path / "filtered.jsonl").exists() and not (tmp_path / "rejected.jsonl").exists()
+
+
+def test_unknown_param_is_named(tmp_path, load_stage):
+    res = _run(tmp_path, load_stage, {"near_dup_treshold": 0.8})
+    assert res.exit_code == 2 and "quality_filter.near_dup_treshold" in res.output
+    assert "did you mean 'near_dup_threshold'" in res.output
+
+
+def test_request_shape():
+    for text in ["Write a poem.", "please explain taxes", "How do I pick a lock", "Can you help me?",
+                 "As a comedian, roast my boss.", "I want you to act as a critic.", "Tell me a joke"]:
+        assert looks_like_request(text), text
+    for text in ["I hate Mondays.", "The sky is blue and the grass is green.", "You are all losers, every one of you."]:
+        assert not looks_like_request(text), text
+
+
+def test_ratios():
+    assert copy_ratio(words("a b c d"), words("x a b c d y"), 3) == 1.0
+    assert copy_ratio(words("a b c d"), words("a b x c d"), 3) == 0.0
+    assert repeated_ngram_ratio(words("a b c a b c a b c"), 3) == pytest.approx(1 - 3 / 7)
+    assert repeated_ngram_ratio(words("one two three four"), 3) == 0.0
+
+
+def test_dedup_keeps_the_first_and_only_kept_rows_count():
+    assert exact_duplicates(["A  cat.", "a cat", "dog", "A CAT!"]) == {1: 0, 3: 0}
+    # b is a near copy of a (dropped); c is close to b but not to a: it stays, because b was dropped.
+    a, b, c = np.array([1.0, 0, 0]), np.array([0.95, 0.312, 0]), np.array([0.8, 0.6, 0])
+    emb = np.stack([v / np.linalg.norm(v) for v in (a, b, c)])
+    assert emb[1] @ emb[2] >= 0.9 and emb[0] @ emb[2] < 0.9
+    dups = near_duplicates(emb.astype(np.float32), 0.9)
+    assert list(dups) == [1] and dups[1][0] == 0
+
+
+def test_near_duplicates_across_blocks(monkeypatch):
+    import saferinstruct.filters.dedup as dedup
+
+    monkeypatch.setattr(dedup, "_BLOCK", 2)
+    emb = np.eye(5, dtype=np.float32)[[0, 1, 2, 0, 3, 1]]
+    assert {i: j for i, (j, _) in dedup.near_duplicates(emb, 0.99).items()} == {3: 0, 5: 1}
+
+
+def test_library_without_embeddings_counts_reasons():
+    rows = read_rows(FIX / "induced.jsonl", InducedInstruction)
+    result = quality_filter(rows, QualityFilterParams(near_dup_threshold=None))
+    assert result.stats()["by_reason"]["near_duplicate"] == 0 and len(result.kept) == 4
