@@ -82,6 +82,20 @@ def test_helpful_mix_ratio_and_leakage(built, load_stage, tmp_path):
     assert stats["funnel"]["helpful_pairs"] == 2 and stats["funnel"]["helpful_pool"] == 6  # the 3-turn row counts
 
 
+def test_helpful_rejected_expert_refusal_makes_contrast_pairs(built, load_stage, tmp_path):
+    rows, _, _, _ = built
+    res, out = run(load_stage, tmp_path, helpful_rejected="expert_refusal")
+    assert res.exit_code == 0, res.output
+    contrast = read_rows(out / "train.jsonl", PreferencePair) + read_rows(out / "test.jsonl", PreferencePair)
+    refusals = {r.chosen for r in contrast if r.kind == "safety"}
+    helpful = [r for r in contrast if r.kind == "helpful"]
+    assert len(helpful) == 3
+    for r in helpful:  # same prompt and chosen as the default build; rejected is one of the expert's refusals
+        assert r.prompt == rows[r.id].prompt and r.chosen == rows[r.id].chosen
+        assert r.rejected in refusals and r.rejected != rows[r.id].rejected
+        assert r.provenance["rejected_from"].startswith("expert_refusal:safety:")
+
+
 def test_split_deterministic_and_stratified(built, load_stage, tmp_path):
     rows, _, stats, out = built
     test = read_rows(out / "test.jsonl", PreferencePair)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from pydantic import Field
@@ -41,6 +41,9 @@ class PreferenceParams(Params):
     test_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
     helpful_ratio: float = Field(default=1.0, ge=0.0)  # helpful pairs per safety pair
     helpful_max_turns: int = Field(default=1, ge=1)  # user turns in a helpful prompt (1: single-turn only)
+    # rejected side of a helpful pair: the corpus' own (original) or one of this dataset's expert refusals
+    # (expert_refusal): a contrast pair that teaches DPO not to refuse harmless requests
+    helpful_rejected: Literal["original", "expert_refusal"] = "original"
     safe_response_labels: list[str] = Field(default_factory=lambda: ["safe"])
     require_response_verdict: bool = True  # false: a response without a self-eval verdict counts as safe
     max_safety_pairs: int | None = Field(default=None, ge=1)
@@ -179,6 +182,17 @@ class _Builder:
         return [pair for i, pair in enumerate(pairs) if i in chosen]
 
 
+def _contrast(helpful: list[_Pair], safety: list[_Pair], seed: int) -> list[_Pair]:
+    """Helpful pairs whose rejected side is a refusal the expert wrote for a safety pair (seeded choice)."""
+    rng = random.Random(f"{seed}:contrast")
+    out = []
+    for pair in helpful:
+        donor = rng.choice(safety)
+        out.append(replace(pair, rejected=donor.chosen,
+                           provenance=pair.provenance | {"rejected_from": f"expert_refusal:{donor.id}"}))
+    return out
+
+
 def _first_by_parent(verdicts: Sequence[Verdict]) -> dict[str, Verdict]:
     out: dict[str, Verdict] = {}
     for v in verdicts:
@@ -220,6 +234,8 @@ def build_preferences(p: PreferenceParams, data: Inputs) -> PreferenceResult:
         raise RowError("kept instructions", None, f"no safety pairs: of {len(data.instructions)} kept instructions none has a safe expert "
                          f"response ({dict(b.reasons['safety'])}); check the upstream stages' stats")
     helpful, pool = b.helpful(round(len(safety) * p.helpful_ratio))
+    if p.helpful_rejected == "expert_refusal":
+        helpful = _contrast(helpful, safety, p.seed)
     res = b.res
     for kind, pairs in (("safety", safety), ("helpful", helpful)):
         test_ids = hash_split([x.id for x in pairs], p.test_fraction, f"{p.seed}:{kind}")
