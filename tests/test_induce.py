@@ -4,6 +4,7 @@ library call."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -183,3 +184,10 @@ def test_sigkill_then_rerun_pays_only_for_the_rest(tmp_path, varied_model_dir):
     stats = _stats(tmp_path)
     assert (stats["cache_hits"], stats["calls"]) == (done, 40 - done)
     assert len(read_rows(tmp_path / "induced.jsonl", InducedInstruction)) == 40
+    # the killed-then-resumed output equals an uninterrupted run's, byte for byte
+    clean = tmp_path / "clean"
+    clean_cmd = [a if not a.startswith(str(tmp_path)) or a.endswith("params.yaml") else
+                 str(clean / Path(a).relative_to(tmp_path)) for a in cmd]
+    clean.mkdir()
+    subprocess.run(clean_cmd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert (clean / "induced.jsonl").read_bytes() == (tmp_path / "induced.jsonl").read_bytes()
