@@ -11,6 +11,9 @@ END = "<!-- results-table:end -->"
 COMMAND = "saferinstruct results-table"
 
 
+_ORDER = ("base", "sft", "dpo")
+
+
 def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}%"
 
@@ -20,7 +23,9 @@ def render_table(metrics: dict, source: str = "metrics/eval.json") -> str:
     ok = isinstance(metrics, dict) and metrics.get("schema_version") == 1 and isinstance(metrics.get("models"), dict)
     if not ok:
         raise RowError(source, None, "not a metrics/eval.json document (schema_version 1 expected)")
-    models = list(metrics["models"])
+    # before -> after: the pipeline's own models in training order, then any others by name (the metrics JSON is
+    # written with sorted keys, which would put dpo before sft)
+    models = sorted(metrics["models"], key=lambda m: (_ORDER.index(m) if m in _ORDER else len(_ORDER), m))
     if not models:
         raise RowError(source, None, "no model was evaluated")
     lines = ["| prompts | set | n | " + " | ".join(models) + " |", "|---|---|---:|" + "---:|" * len(models)]
