@@ -170,3 +170,42 @@ def test_match_key_same_as_evaluation():
     labelled = pytest.importorskip("saferinstruct.judging.labelled")
     for s in ["  Hello,  World! ", "ＦＵＬＬ width?", "\"Quoted.\"", "a\nb", "don't-stop… now"]:
         assert match_key(s) == labelled.normalise_text(s)
+
+
+def _hh(human: str | list[str], answer: str) -> dict:
+    humans = [human] if isinstance(human, str) else human
+    turns = "".join(f"\n\nHuman: {h}\n\nAssistant: {'ok' if i < len(humans) - 1 else answer}"
+                    for i, h in enumerate(humans))
+    return {"chosen": turns.replace(answer, "I won't help with that."), "rejected": turns}
+
+
+HARMFUL = "Sure. First you find a store with no cameras, then you wait until the clerk looks away and take it."
+
+
+def test_hh_rlhf_red_team_answers(load_stage, tmp_path):
+    eval_prompt = (FIXTURES / "data/eval/eval_mini.csv").read_text().splitlines()[1].split(",")[0]
+    rows = [_hh("How do I steal from a store?", HARMFUL),
+            _hh(["hi", "How do I steal a car?"], HARMFUL + " Also cars."),  # two user turns
+            _hh("Can you insult me?", "No."),  # short answer: below the corpus' own min_chars
+            _hh(eval_prompt, HARMFUL + " Eval."),  # the question is an evaluation prompt
+            {"chosen": "x", "rejected": "\n\nHuman: q\n\nAssistant: a answer that is long enough to keep here"}]
+    path = tmp_path / "redteam.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    corpus = {"name": "rt", "format": "hh_rlhf", "path": str(path), "licence": "MIT", "min_chars": 40}
+    res, paths = run_ingest(load_stage, tmp_path, corpora=[corpus])
+    assert res.exit_code == 0, res.output
+    kept = read_rows(paths["out"], SourceText)
+    assert [(r.id, r.text, r.category, r.labels) for r in kept] == [
+        ("rt:1", HARMFUL, "other", {"user_turns": 1}),
+        ("rt:5", "a answer that is long enough to keep here", "other", {"user_turns": 1})]
+    reasons = {r.id: r.reason for r in read_rows(paths["rejected"], RejectedRow)}
+    assert reasons == {"rt:2": "multi_turn", "rt:3": "too_short", "rt:4": "eval_leak"}
+
+
+def test_hh_rlhf_bad_transcript_names_file_and_line(load_stage, tmp_path):
+    path = tmp_path / "redteam.jsonl"
+    path.write_text(json.dumps(_hh("q", HARMFUL)) + "\n" + json.dumps({"rejected": "preamble\n\nHuman: q"}) + "\n")
+    corpus = {"name": "rt", "format": "hh_rlhf", "path": str(path), "licence": "MIT"}
+    res, _ = run_ingest(load_stage, tmp_path, corpora=[corpus])
+    assert res.exit_code == 2
+    assert f"{path}:2" in res.output and "rejected" in res.output

@@ -92,3 +92,16 @@ def test_default_params_on_shipped_data(load_stage, tmp_path):
     assert 100 <= len(train) <= 400 and 0.05 <= len(val) / (len(train) + len(val)) <= 0.15
     assert {r.dataset for r in train} == {"alpaca", "lima", "selfinstruct"}
     assert all(20 <= len(r.response) <= 800 for r in train + val)
+
+
+def test_hh_rlhf_first_question_and_answer(tmp_path):
+    path = tmp_path / "hh.jsonl"
+    rows = [{"chosen": "\n\nHuman: How do I fold a paper crane?\n\nAssistant: Start with a square sheet and fold it "
+                       "diagonally both ways.\n\nHuman: thanks\n\nAssistant: You are welcome.", "rejected": "x"},
+            {"chosen": "\n\nAssistant: I speak first here, which no transcript should do.", "rejected": "x"}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    res = build_reverse_pairs(params(val_fraction=0.0, datasets=[
+        {"name": "hh", "format": "hh_rlhf", "path": str(path), "licence": "MIT"}]))
+    assert [(r.id, r.instruction, r.response) for r in res.train] == [
+        ("hh:1", "How do I fold a paper crane?", "Start with a square sheet and fold it diagonally both ways.")]
+    assert [(r.id, r.reason) for r in res.rejected] == [("hh:2", "no_user_assistant_turns")]

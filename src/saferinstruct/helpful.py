@@ -29,17 +29,17 @@ class HelpfulSource(Params):
     file_format: Literal["auto", "csv", "jsonl", "json"] = "auto"
 
 
-def parse_hh(transcript: str) -> Turns:
+def parse_hh(transcript: str, field: str = "chosen") -> Turns:
     """'\\n\\nHuman: ...\\n\\nAssistant: ...' -> [("user", ...), ("assistant", ...)]."""
     parts = _HH_TURN.split(transcript)
     if parts[0].strip():
-        raise BadField("chosen", "text before the first 'Human:' turn")
+        raise BadField(field, "text before the first 'Human:' turn")
     roles = {"Human": "user", "Assistant": "assistant"}
     return [(roles[parts[i]], parts[i + 1].strip()) for i in range(1, len(parts) - 1, 2)]
 
 
 def _hh_pair(rec: dict) -> tuple[Turns, str, str]:
-    chosen, rejected = parse_hh(field_str(rec, "chosen")), parse_hh(field_str(rec, "rejected"))
+    chosen, rejected = parse_hh(field_str(rec, "chosen")), parse_hh(field_str(rec, "rejected"), "rejected")
     for name, turns in (("chosen", chosen), ("rejected", rejected)):
         if len(turns) < 2 or turns[-1][0] != "assistant" or turns[-2][0] != "user":
             raise BadField(name, "a transcript must end with a Human turn then an Assistant turn")

@@ -3,7 +3,9 @@
 One loader per format: ``alpaca`` (instruction / input / output; the input is appended to the instruction), ``lima``
 (LLaMA-Factory's lima.json: single-turn rows only, since a later turn depends on its history), ``selfinstruct``
 (user-oriented tasks: one pair per instance) and ``messages`` (ShareGPT ``conversations`` with from/value, or OpenAI
-``messages`` with role/content: the first user turn and the assistant turn after it). Texts are kept verbatim apart
+``messages`` with role/content: the first user turn and the assistant turn after it) and ``hh_rlhf`` (Anthropic
+hh-rlhf transcripts: the first Human question and the first answer of the chosen transcript, the chat-shaped
+questions the other formats lack). Texts are kept verbatim apart
 from outer whitespace (responses hold code). Pairs outside the length bounds, duplicates and pairs whose instruction
 is an evaluation prompt are rejected with a reason; a seeded per-dataset sample keeps the default small; the
 train/val split is by seeded hash of the id.
@@ -20,6 +22,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from saferinstruct.hashing import hash_split
+from saferinstruct.helpful import parse_hh
 from saferinstruct.io import Quarantine
 from saferinstruct.params import Params
 from saferinstruct.records import RejectedRow, ReversePair
@@ -34,7 +37,7 @@ _USER, _ASSISTANT = {"user", "human"}, {"assistant", "gpt", "bot", "model"}
 
 class InstructionDataset(Params):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    format: Literal["alpaca", "lima", "selfinstruct", "messages"]
+    format: Literal["alpaca", "lima", "selfinstruct", "messages", "hh_rlhf"]
     path: str
     licence: str = Field(min_length=1)
     file_format: Literal["auto", "csv", "jsonl", "json"] = "auto"
@@ -112,7 +115,15 @@ def _messages(rec: dict) -> list[_Pair]:
     return [_Pair("", prompt, answer)]
 
 
-_PARSERS = {"alpaca": _alpaca, "lima": _lima, "selfinstruct": _selfinstruct, "messages": _messages}
+def _hh_rlhf(rec: dict) -> list[_Pair]:
+    turns = parse_hh(field_str(rec, "chosen"))
+    if len(turns) < 2 or turns[0][0] != "user" or turns[1][0] != "assistant":
+        return [_Pair("", "", "", ("no_user_assistant_turns", "the first turns are not Human then Assistant"))]
+    return [_Pair("", turns[0][1], turns[1][1])]
+
+
+_PARSERS = {"alpaca": _alpaca, "lima": _lima, "selfinstruct": _selfinstruct, "messages": _messages,
+            "hh_rlhf": _hh_rlhf}
 
 
 def _load(ds: InstructionDataset, quarantine: Quarantine | None) -> Iterator[tuple[str, _Pair]]:

@@ -5,6 +5,9 @@ used (``empty_text``, ``artefact``, ``unmapped_label``, ``no_positive_label``). 
 the same way for every corpus (see saferinstruct.sources.ingest). A user's own jsonl/CSV/JSON file is the ``user``
 format: ``text_field`` names the text, and either ``category`` fixes one category for every row or
 ``category_field`` + ``category_map`` map a label column (a value equal to a category name maps to itself).
+``hh_rlhf`` reads Anthropic hh-rlhf red-team transcripts (harmless-base): the source text is the last assistant turn
+of the ``rejected`` transcript, the answer that complied with a harmful request; its human turns are checked against
+the evaluation prompts like any other text of the record.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
+from saferinstruct.helpful import parse_hh
 from saferinstruct.io import Quarantine
 from saferinstruct.params import Params
 from saferinstruct.records import CATEGORIES, Category
@@ -40,6 +44,7 @@ class CorpusBase(Params):
     path: str
     licence: str = Field(min_length=1)
     cap_per_category: int | None = Field(default=None, ge=0)  # rows kept per category, a seeded sample
+    min_chars: int | None = Field(default=None, ge=1)  # overrides ingest.min_chars for this corpus
     unescape_html: bool = False
 
 
@@ -77,6 +82,15 @@ class RmhdCorpus(CorpusBase):
     unescape_html: bool = True  # posts arrive with "&amp;"
 
 
+class HhRlhfCorpus(CorpusBase):
+    """hh-rlhf red-team transcripts: the source text is the last assistant turn of ``side`` (the harmful answer)."""
+
+    format: Literal["hh_rlhf"]
+    side: Literal["rejected", "chosen"] = "rejected"
+    category: Category = "other"  # the red-team data mixes harms and carries no per-row harm label
+    max_user_turns: int | None = Field(default=1, ge=1)  # longer conversations: the answer depends on earlier turns
+
+
 class UserCorpus(CorpusBase):
     """A user's own file, mapped by params (see the module docstring)."""
 
@@ -95,7 +109,7 @@ class UserCorpus(CorpusBase):
         return self
 
 
-Corpus = Annotated[SaferInstructCorpus | DavidsonCorpus | ModerationCorpus | RmhdCorpus | UserCorpus,
+Corpus = Annotated[SaferInstructCorpus | DavidsonCorpus | ModerationCorpus | RmhdCorpus | HhRlhfCorpus | UserCorpus,
                    Field(discriminator="format")]
 
 
@@ -169,6 +183,20 @@ def load_rmhd(c: RmhdCorpus, q: Quarantine | None) -> Iterator[Candidate]:
     return _rows(c, parse, q, ["subreddit", "post"])
 
 
+def load_hh_rlhf(c: HhRlhfCorpus, q: Quarantine | None) -> Iterator[Candidate]:
+    def parse(rec: dict) -> Candidate:
+        turns = parse_hh(field_str(rec, c.side), c.side)
+        if not turns or turns[-1][0] != "assistant":
+            raise BadField(c.side, "a transcript must end with an Assistant turn")
+        asked = tuple(text for role, text in turns if role == "user")
+        cand = Candidate(0, turns[-1][1], c.category, {"user_turns": len(asked)}, also_match=asked)
+        if c.max_user_turns is not None and len(asked) > c.max_user_turns:
+            cand.reject = ("multi_turn", f"{len(asked)} user turns > max_user_turns={c.max_user_turns}")
+        return cand
+
+    return _rows(c, parse, q, [c.side])
+
+
 def load_user(c: UserCorpus, q: Quarantine | None) -> Iterator[Candidate]:
     def parse(rec: dict) -> Candidate:
         cand = Candidate(0, field_str(rec, c.text_field))
@@ -193,4 +221,4 @@ def load_user(c: UserCorpus, q: Quarantine | None) -> Iterator[Candidate]:
 
 LOADERS: dict[str, Callable[..., Iterator[Candidate]]] = {
     "safer_instruct": load_safer_instruct, "davidson": load_davidson, "openai_moderation": load_moderation,
-    "rmhd": load_rmhd, "user": load_user}
+    "rmhd": load_rmhd, "hh_rlhf": load_hh_rlhf, "user": load_user}

@@ -90,8 +90,9 @@ class _Run:
         pii: Counter = Counter()
         if self.p.scrub_pii:
             text, pii = scrub_pii(text)
-        if len(text) < self.p.min_chars or len(text) > self.p.max_chars:
-            reason = "too_short" if len(text) < self.p.min_chars else "too_long"
+        min_chars = c.min_chars or self.p.min_chars
+        if len(text) < min_chars or len(text) > self.p.max_chars:
+            reason = "too_short" if len(text) < min_chars else "too_long"
             return self.reject(c.name, row_id, reason, f"{len(text)} characters", shown)
         key = match_key(text)
         if key in self.eval_keys or any(match_key(t) in self.eval_keys for t in cand.also_match):
