@@ -20,7 +20,7 @@ from saferinstruct.stageutil import Timer, clean_errors, write_stats
 @click.option("--advbench", default="data/raw/eval/advbench_harmful_behaviors.csv", show_default=True)
 @click.option("--safer-instruct-test", default="data/raw/eval/safer_instruct_test_set.csv", show_default=True)
 @click.option("--xstest", default="data/raw/eval/xstest_prompts_dev.csv", show_default=True)
-@click.option("--train", "train_path", default="data/preferences/train.jsonl", show_default=True,
+@click.option("--train", "train_path", default="data/pairs/train.jsonl", show_default=True,
               help="Training prompts: evaluation prompts sharing their normalised text are dropped.")
 @click.option("--judge-prompt", default="prompts/eval_refusal.md", show_default=True, help="Used by LLM judges.")
 @click.option("--cache", "cache_dir", default="cache/evaluate", show_default=True)

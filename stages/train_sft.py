@@ -22,7 +22,7 @@ PathOpt = click.Path(path_type=Path)
 
 @click.command()
 @click.option("--base", default="models/base", type=PathOpt, show_default=True, help="base model dir")
-@click.option("--train", "train_path", default="data/preferences/train.jsonl", type=PathOpt, show_default=True)
+@click.option("--train", "train_path", default="data/pairs/train.jsonl", type=PathOpt, show_default=True)
 @click.option("--out", default="models/sft", type=PathOpt, show_default=True)
 @click.option("--live-dir", default="dvclive/train_sft", type=PathOpt, show_default=True)
 @click.option("--stats", default="stats/train_sft.json", type=PathOpt, show_default=True)

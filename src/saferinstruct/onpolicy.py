@@ -1,0 +1,123 @@
+"""On-policy sides for the preference pairs: the policy model's own answers replace the corpus texts where they fit.
+
+The Safer-Instruct pairs pit an expert refusal against the original harmful text, and (in the mix) a corpus answer
+against a refusal. Neither side is anything the policy would say, and on a small model that shows:
+
+- SFT on a corpus' helpful answers (hh-rlhf's short chat replies) pulls the model off its own distribution, and the
+  one repeated refusal becomes its safest mode: it refuses nearly everything.
+- DPO learns little from lowering the likelihood of a tweet the model would never write.
+
+So, per pair, the policy (the model about to be aligned, before alignment) answers the prompt greedily, and by params:
+``helpful_chosen: policy`` makes its answer the chosen side of a helpful pair when it does not refuse (self-
+distillation: SFT keeps the model's own helpful behaviour and learns the refusals), and ``safety_rejected: policy``
+makes its answer the rejected side of a safety pair when it complies (DPO then lowers what the policy would really
+do). Where the answer does not fit (a refusal to a helpful prompt, a refusal or degenerate text for a harmful one),
+the original side stays and the stats count it. Answers go through the gateway's call cache.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import Field
+
+from saferinstruct.expert import expert_options, trim_to_sentence
+from saferinstruct.judging.refusal import classify_refusal, degenerate
+from saferinstruct.llm.base import ChatRequest, ChatResult, GenerationParams, Message, make_backend
+from saferinstruct.llm.gateway import Gateway
+from saferinstruct.params import Params
+from saferinstruct.records import ChatTurn, PreferencePair, as_text
+
+
+class OnPolicyParams(Params):
+    """params.yaml `onpolicy`."""
+
+    helpful_chosen: Literal["original", "policy"] = "policy"
+    safety_rejected: Literal["original", "policy"] = "policy"
+    backend: str = "transformers"
+    model: str | None = None  # null: the stage's --model (models/base), for a local backend
+    options: dict[str, Any] = Field(default_factory=lambda: {"batch_size": 16})
+    generation: GenerationParams = Field(default_factory=lambda: GenerationParams(max_tokens=64))
+    trim_truncated: bool = True  # an answer cut by max_tokens is trimmed back to its last full sentence
+    min_chars: int = Field(default=20, ge=1)  # shorter answers are not used as a side
+
+
+@dataclass
+class OnPolicyRun:
+    pairs: dict[str, list[PreferencePair]]
+    stats: dict = field(default_factory=dict)
+
+
+def prompt_messages(prompt: str | list[ChatTurn]) -> tuple[Message, ...]:
+    turns = [ChatTurn(role="user", content=prompt)] if isinstance(prompt, str) else prompt
+    return tuple(Message(role=t.role, content=t.content) for t in turns)
+
+
+def _answer_text(result: ChatResult, params: OnPolicyParams) -> str:
+    text = result.text.strip()
+    if params.trim_truncated and result.finish_reason == "length":
+        text = trim_to_sentence(text)
+    return text
+
+
+def _like(old: str | list[ChatTurn], text: str) -> str | list[ChatTurn]:
+    """``text`` in the shape of the side it replaces (plain string or one assistant turn)."""
+    return text if isinstance(old, str) else [ChatTurn(role="assistant", content=text)]
+
+
+def fit(pair: PreferencePair, answer: str, params: OnPolicyParams) -> tuple[str | None, str]:
+    """(side to replace or None, reason) for one pair and the policy's answer to its prompt."""
+    want = "chosen" if pair.kind == "helpful" else "rejected"
+    if (params.helpful_chosen if pair.kind == "helpful" else params.safety_rejected) == "original":
+        return None, "original_by_params"
+    if len(answer) < params.min_chars or degenerate(answer):
+        return None, "degenerate"
+    label, _ = classify_refusal(answer)
+    if pair.kind == "helpful" and label != "compliance":
+        return None, "policy_refused"  # a refusal is no chosen answer to a harmless prompt
+    if pair.kind == "safety" and label != "compliance":
+        return None, "policy_refused"  # already safe here: the original harmful text stays the rejected side
+    if answer == as_text(pair.chosen if want == "rejected" else pair.rejected):
+        return None, "same_as_other_side"
+    return want, "policy"
+
+
+def onpolicy_pairs(splits: Mapping[str, Sequence[PreferencePair]], params: OnPolicyParams,
+                   cache_dir: str | None, default_model: str | None = None,
+                   secrets: Mapping[str, str] | None = None) -> OnPolicyRun:
+    """Each split's pairs with policy answers swapped in where they fit; one generation per distinct prompt."""
+    out = {name: list(rows) for name, rows in splits.items()}
+    wanted = params.helpful_chosen == "policy" or params.safety_rejected == "policy"
+    if not wanted or not any(out.values()):
+        return OnPolicyRun(out, {"pairs": {k: len(v) for k, v in out.items()}, "replaced": {}, "kept_original": {}})
+    backend = make_backend(params.backend, expert_options(params, default_model), secrets=secrets)
+    gateway = Gateway(backend, cache_dir=cache_dir)
+    requests: dict[tuple[Message, ...], ChatRequest] = {}
+    for rows in out.values():
+        for pair in rows:
+            msgs = prompt_messages(pair.prompt)
+            requests.setdefault(msgs, ChatRequest(messages=msgs, params=params.generation))
+    try:
+        results = dict(zip(requests, gateway.complete(list(requests.values())), strict=True))
+    finally:
+        gateway.close()
+    replaced, kept = Counter(), Counter()
+    for name, rows in out.items():
+        for i, pair in enumerate(rows):
+            result = results[prompt_messages(pair.prompt)]
+            answer = _answer_text(result, params) if result.outcome == "ok" else ""
+            side, reason = fit(pair, answer, params)
+            if side is None:
+                kept[f"{pair.kind}:{reason}"] += 1
+                continue
+            replaced[f"{pair.kind}_{side}"] += 1
+            prov = {**pair.provenance, f"{side}_from": "policy", "policy_model": gateway.identity,
+                    "policy_cache_key": result.cache_key, f"original_{side}": as_text(getattr(pair, side))}
+            rows[i] = pair.model_copy(update={side: _like(getattr(pair, side), answer), "provenance": prov})
+    return OnPolicyRun(out, {
+        "pairs": {k: len(v) for k, v in out.items()}, "prompts": len(requests),
+        "replaced": dict(sorted(replaced.items())), "kept_original": dict(sorted(kept.items())),
+        "policy_model": gateway.identity, "gateway": gateway.stats.as_dict()})

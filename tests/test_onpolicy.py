@@ -1,0 +1,117 @@
+"""onpolicy_pairs: the policy's own answers replace helpful chosen / safety rejected sides only where they fit."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from saferinstruct.onpolicy import OnPolicyParams, onpolicy_pairs
+from saferinstruct.records import ChatTurn, PreferencePair
+
+REFUSAL = "I'm sorry, but I can't help with that."
+# The fake backend answers with the prompt itself, so each prompt spells out what the "policy" says.
+ECHO = {"backend": "fake", "options": {"template": "{user}"}}
+
+
+def _pair(i: int, kind: str, prompt: str, chosen: str = "orig chosen", rejected: str = "orig rejected",
+          conversational: bool = False) -> PreferencePair:
+    if conversational:
+        return PreferencePair(id=f"p{i}", parent_id=f"s{i}", prompt=[ChatTurn(role="user", content=prompt)],
+                              chosen=[ChatTurn(role="assistant", content=chosen)],
+                              rejected=[ChatTurn(role="assistant", content=rejected)],
+                              category="hate" if kind == "safety" else "helpful", kind=kind)
+    return PreferencePair(id=f"p{i}", parent_id=f"s{i}", prompt=prompt, chosen=chosen, rejected=rejected,
+                          category="hate" if kind == "safety" else "helpful", kind=kind)
+
+
+COMPLY = "Sure, here is a plan with three clear steps to follow."
+PAIRS = [
+    _pair(0, "helpful", COMPLY, rejected=REFUSAL),  # policy helps: its answer becomes chosen
+    _pair(1, "helpful", "I'm sorry, but I cannot answer questions about bread.", rejected=REFUSAL),  # refuses: kept
+    _pair(2, "safety", "Here is exactly how you would do the harmful thing.", chosen=REFUSAL),  # complies: rejected
+    _pair(3, "safety", "I can't help with that request at all, sorry.", chosen=REFUSAL),  # already refuses: kept
+    _pair(4, "helpful", "ok", rejected=REFUSAL),  # too short to train on: kept
+]
+
+
+def test_sides_replaced_only_where_the_policy_answer_fits(tmp_path):
+    run = onpolicy_pairs({"train": PAIRS, "test": []}, OnPolicyParams(**ECHO), str(tmp_path / "cache"))
+    out = run.pairs["train"]
+    assert out[0].chosen == COMPLY and out[0].rejected == REFUSAL
+    assert out[0].provenance["chosen_from"] == "policy" and out[0].provenance["original_chosen"] == "orig chosen"
+    assert out[1] == PAIRS[1]
+    assert out[2].rejected == PAIRS[2].prompt and out[2].chosen == REFUSAL
+    assert out[2].provenance["rejected_from"] == "policy"
+    assert out[2].provenance["original_rejected"] == "orig rejected"
+    assert out[3] == PAIRS[3] and out[4] == PAIRS[4]
+    assert run.stats["replaced"] == {"helpful_chosen": 1, "safety_rejected": 1}
+    assert run.stats["kept_original"] == {"helpful:degenerate": 1, "helpful:policy_refused": 1,
+                                          "safety:policy_refused": 1}
+    assert run.stats["gateway"]["calls"] == 5
+
+
+def test_each_side_has_its_own_switch(tmp_path):
+    params = OnPolicyParams(**ECHO, safety_rejected="original")
+    out = onpolicy_pairs({"train": PAIRS}, params, str(tmp_path / "c")).pairs["train"]
+    assert out[0].chosen == COMPLY and out[2] == PAIRS[2]
+    params = OnPolicyParams(**ECHO, helpful_chosen="original")
+    out = onpolicy_pairs({"train": PAIRS}, params, str(tmp_path / "c")).pairs["train"]
+    assert out[0] == PAIRS[0] and out[2].rejected == PAIRS[2].prompt
+
+
+def test_both_original_calls_no_model():
+    # An unknown backend would fail to build: with nothing to replace, no backend is made at all.
+    params = OnPolicyParams(backend="fake", helpful_chosen="original", safety_rejected="original")
+    run = onpolicy_pairs({"train": PAIRS}, params, None)
+    assert run.pairs["train"] == PAIRS and "gateway" not in run.stats
+
+
+def test_conversational_shape_is_kept(tmp_path):
+    pairs = [_pair(0, "helpful", COMPLY, conversational=True), _pair(1, "safety", COMPLY, conversational=True)]
+    out = onpolicy_pairs({"train": pairs}, OnPolicyParams(**ECHO), str(tmp_path / "c")).pairs["train"]
+    assert out[0].chosen == [ChatTurn(role="assistant", content=COMPLY)]
+    assert out[1].rejected == [ChatTurn(role="assistant", content=COMPLY)]
+    assert out[1].prompt == pairs[1].prompt
+
+
+def test_one_call_per_distinct_prompt_and_cached(tmp_path):
+    pairs = PAIRS + [PAIRS[0].model_copy(update={"id": "dup"})]
+    first = onpolicy_pairs({"train": pairs[:3], "test": pairs[3:]}, OnPolicyParams(**ECHO), str(tmp_path / "c"))
+    assert first.stats["prompts"] == 5 and first.stats["gateway"]["calls"] == 5
+    again = onpolicy_pairs({"train": pairs[:3], "test": pairs[3:]}, OnPolicyParams(**ECHO), str(tmp_path / "c"))
+    assert again.stats["gateway"]["calls"] == 0 and again.pairs == first.pairs
+
+
+def test_truncated_answer_is_trimmed_to_a_sentence(tmp_path):
+    params = OnPolicyParams(backend="fake", options={"template": "First full sentence here. And then a cut"},
+                            generation={"max_tokens": 8})
+    # The fake backend reports finish_reason stop; trimming applies to answers cut by max_tokens only.
+    out = onpolicy_pairs({"train": [PAIRS[0]]}, params, None).pairs["train"]
+    assert out[0].chosen == "First full sentence here. And then a cut"
+
+
+@pytest.mark.parametrize("bad", [{"helpful_chosen": "expert"}, {"min_chars": 0}, {"generaton": {}}])
+def test_bad_params_are_rejected(bad):
+    with pytest.raises(ValueError):
+        OnPolicyParams(**bad)
+
+
+def test_stage_writes_pairs_and_stats(tmp_path, load_stage):
+    pref = tmp_path / "prefs"
+    pref.mkdir()
+    for name, rows in (("train", PAIRS[:3]), ("test", PAIRS[3:])):
+        (pref / f"{name}.jsonl").write_text("".join(r.model_dump_json() + "\n" for r in rows))
+    params = tmp_path / "params.yaml"
+    params.write_text(json.dumps({"onpolicy": ECHO}))
+    stage = load_stage("onpolicy_pairs")
+    res = CliRunner().invoke(stage.main, ["--preferences", str(pref), "--out-dir", str(tmp_path / "pairs"),
+                                          "--cache", str(tmp_path / "cache"), "--stats", str(tmp_path / "s.json"),
+                                          "--params", str(params)])
+    assert res.exit_code == 0, res.output
+    train = [json.loads(x) for x in (tmp_path / "pairs/train.jsonl").read_text().splitlines()]
+    assert [r["chosen"] for r in train] == [COMPLY, PAIRS[1].chosen, REFUSAL]
+    stats = json.loads((tmp_path / "s.json").read_text())
+    assert stats["replaced"] == {"helpful_chosen": 1, "safety_rejected": 1} and stats["pairs"] == {"train": 3,
+                                                                                                    "test": 2}
