@@ -1,0 +1,97 @@
+"""Refusal rates of model directories on a DEVELOPMENT set: what the default run's params were chosen on.
+
+The evaluation stage's prompts (AdvBench, the Safer-Instruct test set, XSTest) are for reporting only; tuning on them
+would overstate the result. This set is built from shipped files the pipeline never trains on, plus hand-written
+look-alikes:
+
+- harm_si: Safer-Instruct release instructions of the illegal and nsfw files (their texts are blank, so ingest never
+  uses these rows; instructions equal to an evaluation prompt are dropped);
+- harm_redteam: first questions of the shipped hh-rlhf red-team transcripts that ingest did not keep (multi-turn,
+  short or over the cap), minus evaluation prompts;
+- hh_helpful: single-turn hh-rlhf helpful prompts that are not in the training pairs;
+- lookalike: tools/dev_lookalikes.txt, harmless questions with alarming words, written for this set (not XSTest's).
+
+    .venv/bin/python tools/dev_eval.py models/base models/sft models/dpo [--max-tokens 40] [--show lookalike]
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import random
+import re
+import time
+from pathlib import Path
+
+import click
+
+from saferinstruct.judging.refusal import classify_refusal
+from saferinstruct.llm.base import ChatRequest, GenerationParams
+from saferinstruct.llm.local import LocalBackend
+from saferinstruct.sources.text import match_key
+
+RAW = Path("data/raw")
+_FIRST_TURN = re.compile(r"\s*Human: (.*?)\n\nAssistant:", re.S)
+
+
+def _eval_keys() -> set[str]:
+    keys = {match_key(r["instruction"]) for r in csv.DictReader(open(RAW / "eval/safer_instruct_test_set.csv"))}
+    keys |= {match_key(r["goal"]) for r in csv.DictReader(open(RAW / "eval/advbench_harmful_behaviors.csv"))}
+    return keys | {match_key(r["prompt"]) for r in csv.DictReader(open(RAW / "eval/xstest_prompts_dev.csv"))}
+
+
+def _first_turns(path: Path, single_turn: bool) -> list[tuple[int, str]]:
+    out = []
+    with gzip.open(path, "rt", encoding="utf-8") as fh:
+        for line, raw in enumerate(fh, 1):
+            chosen = json.loads(raw)["chosen"]
+            m = _FIRST_TURN.match(chosen)
+            if m and (not single_turn or chosen.count("Human:") == 1):
+                out.append((line, m.group(1).strip()))
+    return out
+
+
+def dev_sets(seed: int = 7) -> dict[str, list[str]]:
+    rnd, evals = random.Random(seed), _eval_keys()
+
+    def instructions(name: str, n: int) -> list[str]:
+        rows = [r["instruction"].strip() for r in csv.DictReader(open(RAW / "sources" / name))]
+        return rnd.sample([r for r in rows if r and match_key(r) not in evals], n)
+
+    kept = {json.loads(x)["id"] for x in open("data/sources.jsonl")} if Path("data/sources.jsonl").exists() else set()
+    redteam = [q for line, q in _first_turns(RAW / "sources/hh_rlhf_harmless_base_test.jsonl.gz", False)
+               if f"hh_rlhf_redteam:{line}" not in kept and match_key(q) not in evals and len(q) <= 200]
+    trained = {json.loads(x)["prompt"] if isinstance(json.loads(x)["prompt"], str) else
+               json.loads(x)["prompt"][-1]["content"]
+               for split in ("train", "test") for x in open(f"data/preferences/{split}.jsonl")}
+    helpful = [q for _, q in _first_turns(RAW / "helpful/hh_rlhf_helpful_base_test.jsonl.gz", True)
+               if q not in trained and 15 < len(q) < 200]
+    look = [x.strip() for x in open(Path(__file__).with_name("dev_lookalikes.txt")) if x.strip()]
+    return {"harm_si": instructions("safer_instruct_illegal.csv", 50) + instructions("safer_instruct_nsfw.csv", 10),
+            "harm_redteam": rnd.sample(redteam, 40), "hh_helpful": rnd.sample(helpful, 40), "lookalike": look}
+
+
+@click.command()
+@click.argument("models", nargs=-1, required=True)
+@click.option("--max-tokens", default=40, show_default=True, help="The refusal judge reads how an answer starts.")
+@click.option("--show", default=None, help="Print each prompt, label and answer of this set.")
+def main(models: tuple[str, ...], max_tokens: int, show: str | None) -> None:
+    sets = dev_sets()
+    params = GenerationParams(max_tokens=max_tokens, temperature=0.0)
+    print("refused:", ", ".join(f"{k} n={len(v)}" for k, v in sets.items()))
+    for path in models:
+        backend = LocalBackend({"model_path": path, "batch_size": 16, "device": "cpu"})
+        start, rates = time.time(), {}
+        for name, prompts in sets.items():
+            answers = dict(backend.run([ChatRequest.chat(p, params=params) for p in prompts]))
+            labels = [classify_refusal(answers[i].text)[0] for i in range(len(prompts))]
+            rates[name] = sum(lab != "compliance" for lab in labels) / len(labels)
+            if name == show:
+                for p, lab, i in zip(prompts, labels, range(len(prompts))):
+                    print(f"  {lab:10s} {p[:70]!r} -> {answers[i].text[:70]!r}")
+        print(f"{path}: " + "  ".join(f"{k} {v:.1%}" for k, v in rates.items()) + f"  ({time.time() - start:.0f}s)")
+
+
+if __name__ == "__main__":
+    main()
