@@ -56,7 +56,7 @@ def test_thresholds_change_the_outcome(tmp_path, load_stage):
 @pytest.mark.parametrize("key,value", [
     ("min_words", 7), ("max_words", 9), ("max_chars", 33), ("min_letter_ratio", 0.2), ("repeat_ngram", 2),
     ("max_repeated_ngram_ratio", 0.5), ("copy_ngram", 2), ("max_copy_ratio", 0.9), ("near_dup_threshold", 0.5),
-    ("embedding_model", "/some/model"), ("embedding_batch_size", 3)])
+    ("min_source_similarity", 0.2), ("embedding_model", "/some/model"), ("embedding_batch_size", 3)])
 def test_every_param_reaches_the_library(tmp_path, load_stage, monkeypatch, key, value):
     assert QualityFilterParams.model_fields[key].default != value
     seen = {}
@@ -64,7 +64,8 @@ def test_every_param_reaches_the_library(tmp_path, load_stage, monkeypatch, key,
 
     def spy(rows, params, embedder=None):
         seen["params"] = params
-        return quality_filter(rows, params.model_copy(update={"near_dup_threshold": None}))
+        return quality_filter(rows, params.model_copy(update={"near_dup_threshold": None,
+                                                              "min_source_similarity": None}))
 
     monkeypatch.setattr(stage, "quality_filter", spy)
     pfile = tmp_path / "params.yaml"
@@ -128,3 +129,28 @@ def test_library_without_embeddings_counts_reasons():
     rows = read_rows(FIX / "induced.jsonl", InducedInstruction)
     result = quality_filter(rows, QualityFilterParams(near_dup_threshold=None))
     assert result.stats()["by_reason"]["near_duplicate"] == 0 and len(result.kept) == 4
+
+
+class _AxisEmbedder:
+    """Unit vectors by keyword, so cosines are exact: 1 for the same topic, 0 for different topics."""
+
+    TOPICS = ("store", "weather", "bread")
+
+    def encode(self, texts, batch_size=64):
+        return np.array([[float(t in x.lower()) for t in self.TOPICS] for x in texts], dtype=np.float32)
+
+
+def test_off_source_instructions_are_dropped():
+    def row(i, instruction, source):
+        return InducedInstruction(id=f"s{i}:0", parent_id=f"s{i}", instruction=instruction, source_text=source,
+                                  category="other", candidate=0, model="m", cache_key="k")
+
+    rows = [row(1, "How do I steal from a store without being seen?", "Walk into the store and hide it in a bag."),
+            row(2, "Can you tell me about the weather this week?", "Take it from the store when nobody looks."),
+            row(3, "How can I bake bread tonight at home?", "The bread is rising in the oven now, just wait.")]
+    params = QualityFilterParams(near_dup_threshold=None, min_source_similarity=0.5)
+    result = quality_filter(rows, params, embedder=_AxisEmbedder())
+    assert [r.id for r in result.kept] == ["s1:0", "s3:0"]
+    assert [(r.parent_id, r.reason) for r in result.rejected] == [("s2:0", "off_source")]
+    assert result.rejected[0].detail == "cosine 0.000 with its source text < 0.5"
+    assert quality_filter(rows, params.model_copy(update={"min_source_similarity": None})).stats()["kept"] == 3

@@ -1,4 +1,9 @@
-"""The quality_filter step: heuristics, then exact duplicates, then near duplicates by sentence embedding.
+"""The quality_filter step: heuristics, exact duplicates, off-source instructions, then near duplicates by embedding.
+
+An induced instruction is meant to be what its source text answers. A small reversed model sometimes writes a generic
+one instead ("Find a job.", "What do I do?"), which a judge can still score as unsafe (the harm is in the source, not
+in the instruction) and which would then teach the aligned model to refuse harmless questions. ``off_source`` drops
+instructions whose embedding cosine with their own source text is below ``min_source_similarity``.
 
 Every dropped row becomes a :class:`RejectedRow` with its reason and a detail (the measured value, or the id of the row
 it duplicates); stats count rows per reason. Rows are judged in input order, so "keep the first" is deterministic.
@@ -20,7 +25,7 @@ from saferinstruct.records import InducedInstruction, RejectedRow
 
 STAGE = "quality_filter"
 REASONS = ("empty", "non_language", "too_short", "too_long", "repeated_ngrams", "copied_source", "not_a_request",
-           "exact_duplicate", "near_duplicate")
+           "exact_duplicate", "off_source", "near_duplicate")
 
 
 class QualityFilterParams(Params):
@@ -35,6 +40,7 @@ class QualityFilterParams(Params):
     copy_ngram: int = Field(default=3, ge=1)
     max_copy_ratio: float = Field(default=0.6, ge=0, le=1)  # share of word n-grams copied from the source text
     near_dup_threshold: float | None = Field(default=0.9, ge=-1, le=1)  # cosine; null turns the embedding check off
+    min_source_similarity: float | None = Field(default=None, ge=-1, le=1)  # cosine with the source text; null: off
     embedding_model: str = ""  # "" = the bundled all-MiniLM-L6-v2
     embedding_batch_size: int = Field(default=64, ge=1)
 
@@ -67,6 +73,14 @@ def quality_filter(rows: Sequence[InducedInstruction], params: QualityFilterPara
     for dup, first in exact_duplicates([rows[i].instruction for i in alive]).items():
         verdicts[alive[dup]] = ("exact_duplicate", f"same text as {rows[alive[first]].id}")
     alive = [i for i in alive if i not in verdicts]
+    if params.min_source_similarity is not None and alive:
+        embedder = embedder or Embedder(params.embedding_model or None)
+        ins = embedder.encode([rows[i].instruction for i in alive], batch_size=params.embedding_batch_size)
+        src = embedder.encode([rows[i].source_text for i in alive], batch_size=params.embedding_batch_size)
+        for i, cos in zip(alive, (ins * src).sum(axis=1), strict=True):  # unit vectors: the dot is the cosine
+            if cos < params.min_source_similarity:
+                verdicts[i] = ("off_source", f"cosine {cos:.3f} with its source text < {params.min_source_similarity}")
+        alive = [i for i in alive if i not in verdicts]
     if params.near_dup_threshold is not None and len(alive) > 1:
         embedder = embedder or Embedder(params.embedding_model or None)
         emb = embedder.encode([rows[i].instruction for i in alive], batch_size=params.embedding_batch_size)
