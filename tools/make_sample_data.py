@@ -64,6 +64,9 @@ def main() -> None:
     shutil.copyfile(SRC / "sources/openai_moderation_samples-1680.jsonl.gz",
                     DST / "sources/openai_moderation_samples-1680.jsonl.gz")
     sample_csv("sources/rmhd_reddit_mental_health_subset.csv", "sources/rmhd_reddit_mental_health_subset.csv", 540)
+    # Red-team transcripts: their harmful answers cover the crime/violence requests the illegal release rows lack.
+    sample_jsonl("helpful/hh_rlhf_harmless_base_test.jsonl.gz", "sources/hh_rlhf_harmless_base_test.jsonl.gz", 1600,
+                 gz=True)
     # Instruction data for reversed instruction tuning.
     (DST / "instructions").mkdir(parents=True, exist_ok=True)
     shutil.copyfile(SRC / "reverse/alpaca_en_demo.json", DST / "instructions/alpaca_en_demo.json")
