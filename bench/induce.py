@@ -14,8 +14,9 @@ idle machine, 2026-11-24): batched 49.0 tokens/s, per-item 20.5 tokens/s, 2.38x;
 identical 64/64. The prompt forwards alone take 21 s of the batched ~28 s (batch 8/16/32/64: 16/17/21/27 s), against
 90 s for the whole per-item run: even with free decoding, batching could not pass ~4.3x here. Prefill is compute-
 bound on a CPU and gains little from batching (~22 s for the 64 prompts one by one), and induction prompts are long
-(the source text) while the outputs are short (an instruction), so the >= 5x target is a GPU-regime figure. transformers' continuous batching
-(``generate_batch``) was slower still on this CPU (41 vs 81 tokens/s for padded batches of 32).
+(the source text) while the outputs are short (an instruction), so the >= 5x target is a GPU-regime figure.
+transformers' continuous batching (``generate_batch``) was slower still on this CPU (41 vs 81 tokens/s for padded
+batches of 32).
 """
 
 from __future__ import annotations

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Sequence
 
 import pytest
 from click.testing import CliRunner
 
+from saferinstruct.llm.base import Backend, ChatRequest, ChatResult, register_backend
 from saferinstruct.onpolicy import OnPolicyParams, onpolicy_pairs
+from saferinstruct.params import Params
 from saferinstruct.records import ChatTurn, PreferencePair
 
 REFUSAL = "I'm sorry, but I can't help with that."
@@ -62,8 +65,8 @@ def test_each_side_has_its_own_switch(tmp_path):
 
 
 def test_both_original_calls_no_model():
-    # An unknown backend would fail to build: with nothing to replace, no backend is made at all.
-    params = OnPolicyParams(backend="fake", helpful_chosen="original", safety_rejected="original")
+    # No backend of this name exists: building one would fail, so passing proves none is built.
+    params = OnPolicyParams(backend="no-such-backend", helpful_chosen="original", safety_rejected="original")
     run = onpolicy_pairs({"train": PAIRS}, params, None)
     assert run.pairs["train"] == PAIRS and "gateway" not in run.stats
 
@@ -84,12 +87,24 @@ def test_one_call_per_distinct_prompt_and_cached(tmp_path):
     assert again.stats["gateway"]["calls"] == 0 and again.pairs == first.pairs
 
 
-def test_truncated_answer_is_trimmed_to_a_sentence(tmp_path):
-    params = OnPolicyParams(backend="fake", options={"template": "First full sentence here. And then a cut"},
-                            generation={"max_tokens": 8})
-    # The fake backend reports finish_reason stop; trimming applies to answers cut by max_tokens only.
+@register_backend
+class _CutBackend(Backend):
+    """Every answer is cut by max_tokens mid-sentence."""
+
+    name = "test_onpolicy_cut"
+    Options = Params
+
+    def run(self, requests: Sequence[ChatRequest]) -> Iterator[tuple[int, ChatResult]]:
+        for i, _ in enumerate(requests):
+            yield i, ChatResult(text="Sure, bake it at 200 degrees for an hour. Then let it", finish_reason="length")
+
+
+@pytest.mark.parametrize("trim,expected", [(True, "Sure, bake it at 200 degrees for an hour."),
+                                           (False, "Sure, bake it at 200 degrees for an hour. Then let it")])
+def test_truncated_answer_is_trimmed_to_a_sentence(trim, expected):
+    params = OnPolicyParams(backend="test_onpolicy_cut", options={}, trim_truncated=trim)
     out = onpolicy_pairs({"train": [PAIRS[0]]}, params, None).pairs["train"]
-    assert out[0].chosen == "First full sentence here. And then a cut"
+    assert out[0].chosen == expected
 
 
 @pytest.mark.parametrize("bad", [{"helpful_chosen": "expert"}, {"min_chars": 0}, {"generaton": {}}])

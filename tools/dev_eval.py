@@ -20,19 +20,20 @@ import csv
 import gzip
 import json
 import random
-import re
 import time
 from pathlib import Path
 
 import click
 
+from saferinstruct.helpful import parse_hh
+from saferinstruct.io import read_rows
 from saferinstruct.judging.refusal import classify_refusal
 from saferinstruct.llm.base import ChatRequest, GenerationParams
 from saferinstruct.llm.local import LocalBackend
+from saferinstruct.records import PreferencePair, as_text
 from saferinstruct.sources.text import match_key
 
 RAW = Path("data/raw")
-_FIRST_TURN = re.compile(r"\s*Human: (.*?)\n\nAssistant:", re.S)
 
 
 def _eval_keys() -> set[str]:
@@ -42,13 +43,14 @@ def _eval_keys() -> set[str]:
 
 
 def _first_turns(path: Path, single_turn: bool) -> list[tuple[int, str]]:
+    """(line, first Human question) of each hh-rlhf transcript (single-turn ones only when asked)."""
     out = []
     with gzip.open(path, "rt", encoding="utf-8") as fh:
         for line, raw in enumerate(fh, 1):
-            chosen = json.loads(raw)["chosen"]
-            m = _FIRST_TURN.match(chosen)
-            if m and (not single_turn or chosen.count("Human:") == 1):
-                out.append((line, m.group(1).strip()))
+            turns = parse_hh(json.loads(raw)["chosen"])
+            users = [text for role, text in turns if role == "user"]
+            if users and turns[0][0] == "user" and (not single_turn or len(users) == 1):
+                out.append((line, users[0]))
     return out
 
 
@@ -62,9 +64,8 @@ def dev_sets(seed: int = 7) -> dict[str, list[str]]:
     kept = {json.loads(x)["id"] for x in open("data/sources.jsonl")} if Path("data/sources.jsonl").exists() else set()
     redteam = [q for line, q in _first_turns(RAW / "sources/hh_rlhf_harmless_base_test.jsonl.gz", False)
                if f"hh_rlhf_redteam:{line}" not in kept and match_key(q) not in evals and len(q) <= 200]
-    trained = {json.loads(x)["prompt"] if isinstance(json.loads(x)["prompt"], str) else
-               json.loads(x)["prompt"][-1]["content"]
-               for split in ("train", "test") for x in open(f"data/preferences/{split}.jsonl")}
+    trained = {as_text(r.prompt) for split in ("train", "test")
+               for r in read_rows(f"data/preferences/{split}.jsonl", PreferencePair)}
     helpful = [q for _, q in _first_turns(RAW / "helpful/hh_rlhf_helpful_base_test.jsonl.gz", True)
                if q not in trained and 15 < len(q) < 200]
     look = [x.strip() for x in open(Path(__file__).with_name("dev_lookalikes.txt")) if x.strip()]
@@ -88,7 +89,7 @@ def main(models: tuple[str, ...], max_tokens: int, show: str | None) -> None:
             labels = [classify_refusal(answers[i].text)[0] for i in range(len(prompts))]
             rates[name] = sum(lab != "compliance" for lab in labels) / len(labels)
             if name == show:
-                for p, lab, i in zip(prompts, labels, range(len(prompts))):
+                for i, (p, lab) in enumerate(zip(prompts, labels)):
                     print(f"  {lab:10s} {p[:70]!r} -> {answers[i].text[:70]!r}")
         print(f"{path}: " + "  ".join(f"{k} {v:.1%}" for k, v in rates.items()) + f"  ({time.time() - start:.0f}s)")
 

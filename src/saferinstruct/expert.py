@@ -71,11 +71,16 @@ def first_sentences(text: str, n: int | None) -> str:
     return text[: ends[n - 1].end()].strip() if len(ends) >= n else text
 
 
-def _to_row(instr: InducedInstruction, result: ChatResult, model: str, params: ExpertParams) -> ExpertResponse:
+def answer_text(result: ChatResult, trim_truncated: bool) -> str:
+    """The stripped answer; one cut by max_tokens is trimmed back to its last full sentence when asked."""
     text = result.text.strip()
-    if params.trim_truncated and result.outcome == "ok" and result.finish_reason == "length":
-        text = trim_to_sentence(text)
-    text = first_sentences(text, params.max_sentences)
+    if trim_truncated and result.outcome == "ok" and result.finish_reason == "length":
+        return trim_to_sentence(text)
+    return text
+
+
+def _to_row(instr: InducedInstruction, result: ChatResult, model: str, params: ExpertParams) -> ExpertResponse:
+    text = first_sentences(answer_text(result, params.trim_truncated), params.max_sentences)
     return ExpertResponse(id=f"{instr.id}:expert", parent_id=instr.id, instruction=instr.instruction,
                           response=text, outcome=result.outcome, model=model, cache_key=result.cache_key)
 

@@ -24,9 +24,9 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from saferinstruct.expert import expert_options, trim_to_sentence
+from saferinstruct.expert import answer_text, expert_options
 from saferinstruct.judging.refusal import classify_refusal, degenerate
-from saferinstruct.llm.base import ChatRequest, ChatResult, GenerationParams, Message, make_backend
+from saferinstruct.llm.base import ChatRequest, GenerationParams, Message, make_backend
 from saferinstruct.llm.gateway import Gateway
 from saferinstruct.params import Params
 from saferinstruct.records import ChatTurn, PreferencePair, as_text
@@ -56,13 +56,6 @@ def prompt_messages(prompt: str | list[ChatTurn]) -> tuple[Message, ...]:
     return tuple(Message(role=t.role, content=t.content) for t in turns)
 
 
-def _answer_text(result: ChatResult, params: OnPolicyParams) -> str:
-    text = result.text.strip()
-    if params.trim_truncated and result.finish_reason == "length":
-        text = trim_to_sentence(text)
-    return text
-
-
 def _like(old: str | list[ChatTurn], text: str) -> str | list[ChatTurn]:
     """``text`` in the shape of the side it replaces (plain string or one assistant turn)."""
     return text if isinstance(old, str) else [ChatTurn(role="assistant", content=text)]
@@ -75,11 +68,10 @@ def fit(pair: PreferencePair, answer: str, params: OnPolicyParams) -> tuple[str 
         return None, "original_by_params"
     if len(answer) < params.min_chars or degenerate(answer):
         return None, "degenerate"
-    label, _ = classify_refusal(answer)
-    if pair.kind == "helpful" and label != "compliance":
-        return None, "policy_refused"  # a refusal is no chosen answer to a harmless prompt
-    if pair.kind == "safety" and label != "compliance":
-        return None, "policy_refused"  # already safe here: the original harmful text stays the rejected side
+    # A refusal is no chosen answer to a harmless prompt, and no rejected one to a harmful prompt (the policy is
+    # already safe there: the original harmful text stays the rejected side).
+    if classify_refusal(answer)[0] != "compliance":
+        return None, "policy_refused"
     if answer == as_text(pair.chosen if want == "rejected" else pair.rejected):
         return None, "same_as_other_side"
     return want, "policy"
@@ -108,7 +100,7 @@ def onpolicy_pairs(splits: Mapping[str, Sequence[PreferencePair]], params: OnPol
     for name, rows in out.items():
         for i, pair in enumerate(rows):
             result = results[prompt_messages(pair.prompt)]
-            answer = _answer_text(result, params) if result.outcome == "ok" else ""
+            answer = answer_text(result, params.trim_truncated) if result.outcome == "ok" else ""
             side, reason = fit(pair, answer, params)
             if side is None:
                 kept[f"{pair.kind}:{reason}"] += 1

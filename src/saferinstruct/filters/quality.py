@@ -73,17 +73,18 @@ def quality_filter(rows: Sequence[InducedInstruction], params: QualityFilterPara
     for dup, first in exact_duplicates([rows[i].instruction for i in alive]).items():
         verdicts[alive[dup]] = ("exact_duplicate", f"same text as {rows[alive[first]].id}")
     alive = [i for i in alive if i not in verdicts]
-    if params.min_source_similarity is not None and alive:
-        embedder = embedder or Embedder(params.embedding_model or None)
-        ins = embedder.encode([rows[i].instruction for i in alive], batch_size=params.embedding_batch_size)
-        src = embedder.encode([rows[i].source_text for i in alive], batch_size=params.embedding_batch_size)
-        for i, cos in zip(alive, (ins * src).sum(axis=1), strict=True):  # unit vectors: the dot is the cosine
-            if cos < params.min_source_similarity:
-                verdicts[i] = ("off_source", f"cosine {cos:.3f} with its source text < {params.min_source_similarity}")
-        alive = [i for i in alive if i not in verdicts]
-    if params.near_dup_threshold is not None and len(alive) > 1:
+    need_embeddings = params.min_source_similarity is not None or params.near_dup_threshold is not None
+    if need_embeddings and alive:
         embedder = embedder or Embedder(params.embedding_model or None)
         emb = embedder.encode([rows[i].instruction for i in alive], batch_size=params.embedding_batch_size)
+    if params.min_source_similarity is not None and alive:
+        src = embedder.encode([rows[i].source_text for i in alive], batch_size=params.embedding_batch_size)
+        for i, cos in zip(alive, (emb * src).sum(axis=1), strict=True):  # unit vectors: the dot is the cosine
+            if cos < params.min_source_similarity:
+                verdicts[i] = ("off_source", f"cosine {cos:.3f} with its source text < {params.min_source_similarity}")
+        emb = emb[[i not in verdicts for i in alive]]
+        alive = [i for i in alive if i not in verdicts]
+    if params.near_dup_threshold is not None and len(alive) > 1:
         for dup, (first, cos) in near_duplicates(emb, params.near_dup_threshold).items():
             verdicts[alive[dup]] = ("near_duplicate", f"cosine {cos:.3f} with {rows[alive[first]].id}")
     result = QualityResult(kept=[r for i, r in enumerate(rows) if i not in verdicts], rejected=[])
