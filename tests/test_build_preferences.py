@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from click.testing import CliRunner
@@ -14,7 +15,9 @@ from conftest import FIXTURES, REPO
 from saferinstruct.io import read_rows
 from saferinstruct.helpful import HelpfulSource, load_helpful, parse_hh
 from saferinstruct.io import Quarantine, RowError
-from saferinstruct.records import PreferencePair, RejectedRow
+from saferinstruct.preferences import Inputs, PreferenceParams, build_preferences, nearest_unused
+from saferinstruct.records import (ExpertResponse, InducedInstruction, PreferencePair, RejectedRow, SourceText,
+                                   Verdict)
 
 PREF = FIXTURES / "data" / "preferences"
 
@@ -165,3 +168,36 @@ def test_shipped_helpful_file_parses():
     assert len(quarantine) == 9  # transcripts that end without an assistant answer
     with pytest.raises(RowError, match=r"hh_rlhf_helpful_base_test.jsonl.gz:\d+: field '(chosen|rejected)'"):
         load_helpful(spec)  # strict by default
+
+
+def test_nearest_unused_takes_turns_without_reuse():
+    queries = np.array([[1.0, 0.0], [0.0, 1.0]])
+    cands = np.array([[0.9, 0.1], [0.8, 0.2], [0.1, 0.9], [0.7, 0.3]])
+    # each query takes its best free candidate in turn; query 0's second pick is its next best, not query 1's
+    assert sorted(nearest_unused(queries, cands, 2, "s")) == [0, 2]
+    assert sorted(nearest_unused(queries, cands, 3, "s")) == [0, 1, 2]
+    assert sorted(nearest_unused(queries, cands, 9, "s")) == [0, 1, 2, 3]
+
+
+class _KeywordEmbedder:
+    """Each axis a pair of keywords (a safety prompt's and a helpful prompt's topic), so cosines are exact."""
+
+    AXES = (("vermin", "rhymes"), ("gone", "interview"), ("hurt", "cactus"))
+
+    def encode(self, texts, batch_size=64):
+        return np.array([[float(any(k in x.lower() for k in axis)) for axis in self.AXES] for x in texts])
+
+
+def test_helpful_selection_nearest_picks_look_alikes():
+    data = Inputs(read_rows(PREF / "sources.jsonl", SourceText), read_rows(PREF / "instructions.jsonl",
+                  InducedInstruction), read_rows(PREF / "instruction_verdicts.jsonl", Verdict),
+                  read_rows(PREF / "responses.jsonl", ExpertResponse), read_rows(PREF / "response_verdicts.jsonl",
+                                                                                    Verdict))
+    params = PreferenceParams(**section(helpful_selection="nearest"))
+    res = build_preferences(params, data, embedder=_KeywordEmbedder())
+    helpful = sorted(r.id for r in res.train + res.test if r.kind == "helpful")
+    assert helpful == ["helpful:hh:2", "helpful:hh:3", "helpful:hh:7"]  # rhymes, interview, cactus
+    unsampled = {r.id for r in res.rejected if r.reason == "not_sampled"}
+    assert unsampled == {"helpful:hh:1", "helpful:hh:8"} and res.stats["funnel"]["helpful_pool"] == 5
+    randomly = build_preferences(params.model_copy(update={"helpful_selection": "random"}), data)
+    assert sorted(r.id for r in randomly.train + randomly.test if r.kind == "helpful") != helpful

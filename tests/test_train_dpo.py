@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 from _train_helpers import FIX, TINY, changed, copy_model, load_stage, logged_losses, read_json, write_params
 from click.testing import CliRunner
@@ -87,3 +88,21 @@ def test_fixture_loads_with_datasets_and_trains_with_plain_dpotrainer(tmp_path, 
     before = {k: v.clone() for k, v in model.named_parameters()}
     trainer.train()
     assert all(not torch.equal(before[k], v) for k, v in model.named_parameters())
+
+
+def test_loss_type_sft_adds_the_chosen_nll(tmp_path, tiny_model_dir):
+    policy = copy_model(tiny_model_dir, tmp_path / "sft")
+    (tmp_path / "dpo").mkdir(), (tmp_path / "rpo").mkdir()
+    _, _, live = _run(tmp_path / "dpo", policy, policy, logging_steps=1)
+    _, out, rpo_live = _run(tmp_path / "rpo", policy, policy, logging_steps=1, loss_type=["sigmoid", "sft"],
+                            loss_weights=[1.0, 0.5])
+    # step 1: policy == reference, so the sigmoid term is ln 2; the SFT term adds half the chosen side's NLL
+    assert abs(_first(live, "loss") - 0.6931) < 0.01
+    assert _first(rpo_live, "loss") > 0.6931 + 0.5
+    cfg = read_json(out / "training_config.json")["trainer_config"]
+    assert cfg["loss_type"] == ["sigmoid", "sft"] and cfg["loss_weights"] == [1.0, 0.5]
+
+
+def test_loss_weights_must_match_loss_type():
+    with pytest.raises(ValueError, match="loss_weights has 1 values for 2 loss_type"):
+        dpo_mod.DpoParams(loss_type=["sigmoid", "sft"], loss_weights=[1.0])

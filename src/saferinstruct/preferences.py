@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
+import numpy as np
 from pydantic import Field
 
 from saferinstruct.hashing import hash_split
@@ -44,6 +45,11 @@ class PreferenceParams(Params):
     # rejected side of a helpful pair: the corpus' own (original) or one of this dataset's expert refusals
     # (expert_refusal): a contrast pair that teaches DPO not to refuse harmless requests
     helpful_rejected: Literal["original", "expert_refusal"] = "original"
+    # which helpful pairs join the mix: a seeded random sample (random), or for each safety prompt the most similar
+    # unused helpful prompt by all-MiniLM-L6-v2 cosine (nearest): harmless look-alikes of the safety prompts, the
+    # contrast that teaches refusing the harm, not the prompt's shape or topic
+    helpful_selection: Literal["random", "nearest"] = "random"
+    embedding_model: str = ""  # nearest: "" = the bundled all-MiniLM-L6-v2
     safe_response_labels: list[str] = Field(default_factory=lambda: ["safe"])
     require_response_verdict: bool = True  # false: a response without a self-eval verdict counts as safe
     max_safety_pairs: int | None = Field(default=None, ge=1)
@@ -82,8 +88,8 @@ class PreferenceResult:
 
 
 class _Builder:
-    def __init__(self, p: PreferenceParams):
-        self.p, self.eval_keys, self.seen = p, eval_prompt_keys(p.eval_files), {}
+    def __init__(self, p: PreferenceParams, embedder=None):
+        self.p, self.eval_keys, self.seen, self.embedder = p, eval_prompt_keys(p.eval_files), {}, embedder
         self.res, self.reasons = PreferenceResult(), {"safety": Counter(), "helpful": Counter()}
 
     def reject(self, kind: str, row_id: str, reason: str, detail: str, row: dict | None = None) -> None:
@@ -150,7 +156,7 @@ class _Builder:
                 return resp, None
         return None, why
 
-    def helpful(self, n_target: int) -> tuple[list[_Pair], int]:
+    def helpful(self) -> list[_Pair]:
         pool: list[_Pair] = []
         for spec in self.p.helpful:
             # public transcript dumps hold a few broken records (hh-rlhf: 9 of 2,354 end without an answer):
@@ -172,7 +178,23 @@ class _Builder:
                     "corpus": spec.name, "licence": spec.licence, "file": spec.path, "line": line})
                 if self.prompt_ok("helpful", pair):
                     pool.append(pair)
-        return (self._sample("helpful", pool, n_target) if len(pool) > n_target else pool), len(pool)
+        return pool
+
+    def mix(self, pool: list[_Pair], safety: list[_Pair], n_target: int) -> list[_Pair]:
+        if len(pool) <= n_target:
+            return pool
+        if self.p.helpful_selection == "random":
+            return self._sample("helpful", pool, n_target)
+        if self.embedder is None:
+            from saferinstruct.embeddings import Embedder
+
+            self.embedder = Embedder(self.p.embedding_model or None)
+        keep = set(nearest_unused(self.embedder.encode(_user_text(safety)), self.embedder.encode(_user_text(pool)),
+                                  n_target, f"{self.p.seed}:nearest"))
+        for i, pair in enumerate(pool):
+            if i not in keep:
+                self.reject("helpful", pair.id, "not_sampled", f"mix keeps the {n_target} nearest to safety prompts")
+        return [pair for i, pair in enumerate(pool) if i in keep]
 
     def _sample(self, kind: str, pairs: list[_Pair], n: int) -> list[_Pair]:
         chosen = set(random.Random(f"{self.p.seed}:{kind}").sample(range(len(pairs)), n))
@@ -180,6 +202,27 @@ class _Builder:
             if i not in chosen:
                 self.reject(kind, pair.id, "not_sampled", f"mix/cap keeps {n}")
         return [pair for i, pair in enumerate(pairs) if i in chosen]
+
+
+def _user_text(pairs: list[_Pair]) -> list[str]:
+    return ["\n\n".join(c for r, c in pair.prompt if r == "user") for pair in pairs]
+
+
+def nearest_unused(queries: np.ndarray, candidates: np.ndarray, n: int, seed: str) -> list[int]:
+    """Indices of ``n`` candidate rows: query rows take turns (seeded order, cycling while n is not reached), each
+    taking its most similar candidate not yet taken (dot product: cosine for unit embeddings)."""
+    ranked = np.argsort(-(queries @ candidates.T), axis=1, kind="stable")
+    order = list(range(len(queries)))
+    random.Random(seed).shuffle(order)
+    n, taken, free, next_rank = min(n, len(candidates)), [], np.ones(len(candidates), bool), [0] * len(queries)
+    while len(taken) < n:
+        for q in order[:n - len(taken)]:
+            while not free[ranked[q, next_rank[q]]]:
+                next_rank[q] += 1
+            j = int(ranked[q, next_rank[q]])
+            free[j] = False
+            taken.append(j)
+    return taken
 
 
 def _contrast(helpful: list[_Pair], safety: list[_Pair], seed: int) -> list[_Pair]:
@@ -226,14 +269,16 @@ def _render(pair: _Pair, fmt: str) -> PreferencePair:
                           category=pair.category, kind=pair.kind, provenance=pair.provenance)
 
 
-def build_preferences(p: PreferenceParams, data: Inputs) -> PreferenceResult:
-    """Join, filter, mix, split and render; raises RowError when not one safety pair survives."""
-    b = _Builder(p)
+def build_preferences(p: PreferenceParams, data: Inputs, embedder=None) -> PreferenceResult:
+    """Join, filter, mix, split and render; raises RowError when not one safety pair survives. ``embedder`` (an
+    ``encode(texts) -> unit rows`` object) serves helpful_selection nearest; None loads params' model when needed."""
+    b = _Builder(p, embedder)
     safety = b.safety(data)
     if not safety:
         raise RowError("kept instructions", None, f"no safety pairs: of {len(data.instructions)} kept instructions none has a safe expert "
                          f"response ({dict(b.reasons['safety'])}); check the upstream stages' stats")
-    helpful, pool = b.helpful(round(len(safety) * p.helpful_ratio))
+    pool = b.helpful()
+    helpful = b.mix(pool, safety, round(len(safety) * p.helpful_ratio))
     if p.helpful_rejected == "expert_refusal":
         helpful = _contrast(helpful, safety, p.seed)
     res = b.res
@@ -245,7 +290,7 @@ def build_preferences(p: PreferenceParams, data: Inputs) -> PreferenceResult:
                   "instruction_judge": sorted({v.judge for v in data.instruction_verdicts}),
                   "expert": sorted({r.model for r in data.responses}),
                   "response_judge": sorted({v.judge for v in data.response_verdicts})}
-    res.stats = _stats(data, safety, helpful, pool, b.reasons, res)
+    res.stats = _stats(data, safety, helpful, len(pool), b.reasons, res)
     return res
 
 

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from saferinstruct.train import ref_cache
 from saferinstruct.train.common import (TrainParams, data_identity, load_model, model_identity, peft_config,
@@ -25,6 +25,16 @@ class DpoParams(TrainParams):
     format: DataFormat = "conversational"
     max_pairs: int | None = Field(default=None, ge=1)  # a fixed random subset, to size a CPU run (None: all pairs)
     ref_batch_size: int = Field(default=8, ge=1)  # batch for the one-off reference forward passes
+    # trl's loss terms, summed with loss_weights: ["sigmoid"] is DPO; ["sigmoid", "sft"] adds the chosen side's NLL
+    # (RPO), which keeps the SFT policy's safe answers likely while DPO pushes the rejected ones down
+    loss_type: list[str] = Field(default_factory=lambda: ["sigmoid"], min_length=1)
+    loss_weights: list[float] | None = None  # one per loss_type (None: all 1.0)
+
+    @model_validator(mode="after")
+    def _weights_match(self) -> "DpoParams":
+        if self.loss_weights is not None and len(self.loss_weights) != len(self.loss_type):
+            raise ValueError(f"loss_weights has {len(self.loss_weights)} values for {len(self.loss_type)} loss_type")
+        return self
 
 
 def _stored_ref_trainer_class():
@@ -73,7 +83,8 @@ def build_dpo_trainer(policy_dir: Path, ref_dir: Path | None, rows: list[dict[st
 
     model, tokenizer = load_model(policy_dir)
     ref_model = load_model(ref_dir)[0] if stored is None and ref_dir is not None else None
-    args = DPOConfig(**trainer_kwargs(p, staging), beta=p.beta, precompute_ref_log_probs=True,
+    args = DPOConfig(**trainer_kwargs(p, staging), beta=p.beta, loss_type=p.loss_type,
+                     loss_weights=p.loss_weights, precompute_ref_log_probs=True,
                      precompute_ref_batch_size=p.ref_batch_size)
     return _stored_ref_trainer_class()(model=model, ref_model=ref_model, args=args, processing_class=tokenizer,
                                        train_dataset=Dataset.from_list(rows), peft_config=peft_config(p.lora),
