@@ -50,6 +50,18 @@ class TrainParams(Params):
     seed: int = 0
     lora: LoraParams = Field(default_factory=LoraParams)
     accelerate_config: AccelerateConfig = "none"
+    # auto: bf16 mixed precision on a GPU that has it, float32 on CPU. bf16 forces mixed precision on CPU too: ~2.6x
+    # faster steps where the CPU computes bf16 natively (AVX512-BF16 or AMX; bench/cpu_bf16.py tells), far slower
+    # where it does not
+    precision: Literal["auto", "float32", "bf16"] = "auto"
+
+
+def use_bf16(p: TrainParams) -> bool:
+    import torch
+
+    if p.precision == "auto":
+        return on_gpu() and torch.cuda.is_bf16_supported()
+    return p.precision == "bf16"
 
 
 def on_gpu() -> bool:
@@ -60,8 +72,6 @@ def on_gpu() -> bool:
 
 def trainer_kwargs(p: TrainParams, output_dir: Path) -> dict[str, Any]:
     """Arguments shared by SFTConfig and DPOConfig. trl defaults to bf16 + gradient checkpointing: both only on GPU."""
-    import torch
-
     gpu = on_gpu()
     return dict(
         output_dir=str(output_dir), learning_rate=p.lr, num_train_epochs=p.epochs, max_steps=p.max_steps,
@@ -69,7 +79,7 @@ def trainer_kwargs(p: TrainParams, output_dir: Path) -> dict[str, Any]:
         gradient_accumulation_steps=p.grad_accum, max_length=p.max_length,
         warmup_steps=p.warmup_ratio,  # transformers 5: a float < 1 is a ratio of the total steps
         seed=p.seed, data_seed=p.seed, logging_steps=p.logging_steps, logging_first_step=True,
-        use_cpu=not gpu, bf16=gpu and torch.cuda.is_bf16_supported(), activation_checkpointing=gpu,
+        use_cpu=not gpu, bf16=use_bf16(p), activation_checkpointing=gpu,
         report_to=["dvclive"], save_strategy="no", dataloader_num_workers=0, disable_tqdm=True,
         # never group_by_length: trl 1.16 DPO crashes with it after the reference log-probs are computed
         train_sampling_strategy="random",

@@ -15,7 +15,7 @@ from pydantic import Field, model_validator
 
 from saferinstruct.train import ref_cache
 from saferinstruct.train.common import (TrainParams, data_identity, load_model, model_identity, peft_config,
-                                        prepare_staging, train_and_save, trainer_kwargs)
+                                        prepare_staging, train_and_save, trainer_kwargs, use_bf16)
 from saferinstruct.train.data import DataFormat, load_preferences
 from saferinstruct.train.ref_cache import RefLogps
 
@@ -95,7 +95,7 @@ def train_dpo(policy_dir: Path, ref_dir: Path, train_path: Path, out_dir: Path, 
               p: DpoParams) -> dict[str, Any]:
     """DPO from ``policy_dir`` against ``ref_dir``; writes ``out_dir`` (and a new cache entry on a miss)."""
     rows, counts = load_preferences(train_path, p.format, with_rejected=True, max_pairs=p.max_pairs, seed=p.seed)
-    key = ref_cache.make_key(ref_dir, rows, p.max_length)
+    key = ref_cache.make_key(ref_dir, rows, p.max_length, "bf16" if use_bf16(p) else "float32")
     stored = ref_cache.load(cache_dir, key)
     start = time.perf_counter()
     trainer = build_dpo_trainer(policy_dir, ref_dir, rows, p, prepare_staging(out_dir), stored)

@@ -25,6 +25,7 @@ class RefKey:
     data_sha256: str
     max_length: int
     trl_version: str
+    precision: str = "float32"  # the reference pass's arithmetic: bf16 log-probs differ from fp32 ones
 
     @property
     def digest(self) -> str:
@@ -39,10 +40,10 @@ class RefLogps:
     rejected: list[float]
 
 
-def make_key(ref_dir: Path, rows: list[dict[str, Any]], max_length: int) -> RefKey:
+def make_key(ref_dir: Path, rows: list[dict[str, Any]], max_length: int, precision: str = "float32") -> RefKey:
     """Data hash = the rows exactly as DPO receives them (format, subset and order included)."""
     blob = json.dumps(rows, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    return RefKey(weights_sha256(ref_dir), hashlib.sha256(blob).hexdigest(), max_length, version("trl"))
+    return RefKey(weights_sha256(ref_dir), hashlib.sha256(blob).hexdigest(), max_length, version("trl"), precision)
 
 
 def _path(cache_dir: Path, key: RefKey) -> Path:
