@@ -77,3 +77,17 @@ def test_a_bad_preference_row_is_a_one_line_error(tmp_path, tiny_model_dir):
     data.write_text('{"id": "a", "prompt": "hi", "chosen": "hello"}\n', encoding="utf-8")
     result, out = _run(tmp_path, tiny_model_dir, data=data)
     assert result.exit_code == 2 and f"{data}:1: field 'rejected'" in result.output and not out.exists()
+
+
+def test_precision_bf16_trains_in_mixed_precision_on_cpu_and_saves_float32(tmp_path, tiny_model_dir):
+    from saferinstruct.train.common import trainer_kwargs, use_bf16
+
+    assert not use_bf16(SftParams()) and not use_bf16(SftParams(precision="float32"))  # auto on CPU: float32
+    assert trainer_kwargs(SftParams(precision="bf16"), tmp_path)["bf16"] is True
+    base = copy_model(tiny_model_dir, tmp_path / "base")
+    result, out = _run(tmp_path, base, precision="bf16")
+    assert result.exit_code == 0, result.output
+    assert read_json(out / "training_config.json")["device"]["bf16"] is True
+    from safetensors.torch import load_file
+
+    assert {str(t.dtype) for t in load_file(str(out / "model.safetensors")).values()} == {"torch.float32"}
