@@ -46,8 +46,8 @@ class PreferenceParams(Params):
     # (expert_refusal): a contrast pair that teaches DPO not to refuse harmless requests
     helpful_rejected: Literal["original", "expert_refusal"] = "original"
     # which helpful pairs join the mix: a seeded random sample (random), or for each safety prompt the most similar
-    # unused helpful prompt by all-MiniLM-L6-v2 cosine (nearest): harmless look-alikes of the safety prompts, the
-    # contrast that teaches refusing the harm, not the prompt's shape or topic
+    # unused helpful prompt by all-MiniLM-L6-v2 cosine (nearest): harmless look-alikes of the safety prompts, a
+    # contrast meant to teach refusing the harm rather than the prompt's shape or topic
     helpful_selection: Literal["random", "nearest"] = "random"
     embedding_model: str = ""  # nearest: "" = the bundled all-MiniLM-L6-v2
     safe_response_labels: list[str] = Field(default_factory=lambda: ["safe"])
