@@ -92,7 +92,8 @@ def test_fixture_loads_with_datasets_and_trains_with_plain_dpotrainer(tmp_path, 
 
 def test_loss_type_sft_adds_the_chosen_nll(tmp_path, tiny_model_dir):
     policy = copy_model(tiny_model_dir, tmp_path / "sft")
-    (tmp_path / "dpo").mkdir(), (tmp_path / "rpo").mkdir()
+    for name in ("dpo", "rpo"):
+        (tmp_path / name).mkdir()
     _, _, live = _run(tmp_path / "dpo", policy, policy, logging_steps=1)
     _, out, rpo_live = _run(tmp_path / "rpo", policy, policy, logging_steps=1, loss_type=["sigmoid", "sft"],
                             loss_weights=[1.0, 0.5])

@@ -79,9 +79,11 @@ def test_a_bad_preference_row_is_a_one_line_error(tmp_path, tiny_model_dir):
     assert result.exit_code == 2 and f"{data}:1: field 'rejected'" in result.output and not out.exists()
 
 
-def test_precision_bf16_trains_in_mixed_precision_on_cpu_and_saves_float32(tmp_path, tiny_model_dir):
+def test_precision_bf16_trains_in_mixed_precision_on_cpu_and_saves_float32(tmp_path, tiny_model_dir, monkeypatch):
+    import saferinstruct.train.common as common
     from saferinstruct.train.common import trainer_kwargs, use_bf16
 
+    monkeypatch.setattr(common, "on_gpu", lambda: False)  # the CPU case, also on a machine with a GPU
     assert not use_bf16(SftParams()) and not use_bf16(SftParams(precision="float32"))  # auto on CPU: float32
     assert trainer_kwargs(SftParams(precision="bf16"), tmp_path)["bf16"] is True
     base = copy_model(tiny_model_dir, tmp_path / "base")
