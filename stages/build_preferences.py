@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from saferinstruct.datacard import render
-from saferinstruct.io import atomic_open, read_rows, write_rows
+from saferinstruct.io import output_set, read_rows
 from saferinstruct.params import load_section
 from saferinstruct.preferences import Inputs, PreferenceParams, build_preferences
 from saferinstruct.records import ExpertResponse, InducedInstruction, SourceText, Verdict
@@ -35,13 +35,13 @@ def main(sources: str, instructions: str, instruction_verdicts: str, responses: 
                   read_rows(response_verdicts, Verdict, allow_empty=True))
     with Timer() as t:
         result = build_preferences(params, data)
-    out = Path(out_dir)
-    write_rows(out / "train.jsonl", result.train)
-    write_rows(out / "test.jsonl", result.test)
-    with atomic_open(out / "README.md") as fh:
-        fh.write(render(result.stats, params, result.models))
-    write_rows(rejected_path, result.rejected)
-    write_stats(stats_path, {**result.stats, "seconds": t.seconds})
+    folder = Path(out_dir)
+    with output_set() as out:
+        out.rows(folder / "train.jsonl", result.train)
+        out.rows(folder / "test.jsonl", result.test)
+        out.text(folder / "README.md", render(result.stats, params, result.models))
+        out.rows(rejected_path, result.rejected)
+        write_stats(stats_path, {**result.stats, "seconds": t.seconds}, out)
     click.echo(f"build_preferences: {len(result.train)} train, {len(result.test)} test pairs -> {out_dir}")
 
 

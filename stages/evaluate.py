@@ -8,7 +8,7 @@ import os
 import click
 
 from saferinstruct.eval.harness import EvalFiles, EvaluateParams, run_evaluation
-from saferinstruct.io import read_rows, write_json, write_rows
+from saferinstruct.io import atomic_dir, output_set, read_rows, write_json
 from saferinstruct.judging.backend_options import secrets_for
 from saferinstruct.params import load_section
 from saferinstruct.records import PreferencePair
@@ -38,11 +38,14 @@ def main(models_dir, advbench, safer_instruct_test, xstest, train_path, judge_pr
     with Timer() as t:
         run = run_evaluation(params, models_dir, files, train_prompts, cache_dir,
                              secrets=secrets_for(params.judge.options, os.environ))
-    write_rows(responses, run.results)
-    for name, rows in run.plots.items():
-        write_json(f"{plots_dir}/{name}.json", rows)
-    write_json(metrics_path, run.metrics)
-    write_stats(stats_path, {**run.stats, "seconds": t.seconds})
+    # plots/eval is replaced as a whole (it is a persisted DVC output: DVC no longer empties it before a run, and a
+    # plot this run no longer writes must not linger); a failure anywhere leaves every old output in place
+    with output_set() as out, atomic_dir(plots_dir) as plots:
+        out.rows(responses, run.results)
+        for name, rows in run.plots.items():
+            write_json(plots / f"{name}.json", rows)
+        out.json(metrics_path, run.metrics)
+        write_stats(stats_path, {**run.stats, "seconds": t.seconds}, out)
     for model, kinds in run.metrics["models"].items():
         harmful, safe = kinds["harmful"]["overall"], kinds["safe"]["overall"]
         click.echo(f"evaluate: {model}: refused {harmful['refusal_rate']} of harmful (n={harmful['n']}), "

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from saferinstruct.induce import InduceParams, induce
-from saferinstruct.io import read_rows, write_rows
+from saferinstruct.io import output_set, read_rows
 from saferinstruct.params import load_section
 from saferinstruct.records import SourceText
 from saferinstruct.stageutil import Timer, clean_errors, write_stats
@@ -31,9 +31,10 @@ def main(sources_path: str, model_dir: str, out_path: str, rejected_path: str, c
         raise FileNotFoundError(f"{model_dir}: reversed model not found (run the train_reverse stage first)")
     with Timer() as t:
         result = induce(sources, model_dir, params, cache_dir, progress=progress)
-    write_rows(out_path, result.rows)
-    write_rows(rejected_path, result.rejected)
-    write_stats(stats_path, {**result.stats, "seconds": t.seconds})
+    with output_set() as out:
+        out.rows(out_path, result.rows)
+        out.rows(rejected_path, result.rejected)
+        write_stats(stats_path, {**result.stats, "seconds": t.seconds}, out)
     click.echo(f"induce: {len(result.rows)} candidates for {result.stats['sources_used']} texts "
                f"({result.stats['calls']} generated, {result.stats['cache_hits']} cached, {t.seconds}s)")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from saferinstruct.io import write_rows
+from saferinstruct.io import output_set
 from saferinstruct.params import load_section
 from saferinstruct.sources.ingest import IngestParams, ingest
 from saferinstruct.stageutil import Timer, clean_errors, write_stats
@@ -20,9 +20,10 @@ def main(out_path: str, rejected_path: str, stats_path: str, params_path: str) -
     params = load_section("ingest", IngestParams, params_path)
     with Timer() as t:
         result = ingest(params)
-    write_rows(out_path, result.kept)
-    write_rows(rejected_path, result.rejected)
-    write_stats(stats_path, {**result.stats, "seconds": t.seconds})
+    with output_set() as out:
+        out.rows(out_path, result.kept)
+        out.rows(rejected_path, result.rejected)
+        write_stats(stats_path, {**result.stats, "seconds": t.seconds}, out)
     click.echo(f"ingest: {result.stats['read']} read, {result.stats['kept']} kept, "
                f"{len(result.rejected)} rejected -> {out_path}")
 

@@ -7,14 +7,13 @@ from pathlib import Path
 
 import click
 
-from saferinstruct.io import read_rows, write_rows
+from saferinstruct.io import output_set, read_rows
 from saferinstruct.judging.backend_options import secrets_for
-from saferinstruct.judging.factory import JudgeSpec, build_judge
+from saferinstruct.judging.factory import JudgeStageSpec, build_judge
 from saferinstruct.judging.runs import judge_instructions
-from saferinstruct.llm.gateway import BudgetExceeded
 from saferinstruct.params import load_section
 from saferinstruct.records import InducedInstruction
-from saferinstruct.stageutil import StageError, Timer, clean_errors, write_stats
+from saferinstruct.stageutil import Timer, clean_errors, write_stats
 
 
 @click.command()
@@ -31,19 +30,19 @@ from saferinstruct.stageutil import StageError, Timer, clean_errors, write_stats
 @clean_errors
 def main(filtered_path: str, classifier_dir: str, prompt_path: str, out_path: str, cache_dir: str, stats_path: str,
          params_path: str) -> None:
-    spec = load_section("judge", JudgeSpec, params_path)
+    spec = load_section("judge", JudgeStageSpec, params_path)
     rows = read_rows(filtered_path, InducedInstruction)
     Path(cache_dir).mkdir(parents=True, exist_ok=True)  # a DVC output even when an offline judge makes no call
-    judge = build_judge(spec, prompt_path, cache_dir, secrets_for(spec.options, os.environ), classifier_dir)
+    judge = build_judge(spec, prompt_path, cache_dir, secrets_for(spec.options, os.environ), classifier_dir,
+                        section="judge")
     try:
         with Timer() as t:
-            verdicts, stats = judge_instructions(rows, judge)
-    except BudgetExceeded as err:
-        raise StageError(str(err)) from None
+            verdicts, stats = judge_instructions(rows, judge, spec.max_error_fraction)
     finally:
         judge.close()
-    write_rows(out_path, verdicts)
-    write_stats(stats_path, {**stats, "seconds": t.seconds})
+    with output_set() as out:
+        out.rows(out_path, verdicts)
+        write_stats(stats_path, {**stats, "seconds": t.seconds}, out)
     click.echo(f"judge_instructions: {len(verdicts)} verdicts {stats['labels']}, "
                f"{stats['parse_failures']} parse failures, {t.seconds}s")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from saferinstruct.io import read_rows, write_rows
+from saferinstruct.io import output_set, read_rows
 from saferinstruct.judging.backend_options import secrets_for
 from saferinstruct.onpolicy import OnPolicyParams, onpolicy_pairs
 from saferinstruct.params import load_section
@@ -32,9 +32,10 @@ def main(pref_dir: str, model_dir: str, out_dir: str, cache_dir: str, stats_path
               for name in ("train", "test")}
     with Timer() as t:
         run = onpolicy_pairs(splits, params, cache_dir, model_dir, secrets_for(params.options, os.environ))
-    for name, rows in run.pairs.items():
-        write_rows(Path(out_dir) / f"{name}.jsonl", rows)
-    write_stats(stats_path, {**run.stats, "seconds": t.seconds})
+    with output_set() as out:
+        for name, rows in run.pairs.items():
+            out.rows(Path(out_dir) / f"{name}.jsonl", rows)
+        write_stats(stats_path, {**run.stats, "seconds": t.seconds}, out)
     click.echo(f"onpolicy_pairs: replaced {run.stats['replaced']}, kept {run.stats['kept_original']} -> {out_dir}")
 
 

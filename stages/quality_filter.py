@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from saferinstruct.filters.quality import QualityFilterParams, quality_filter
-from saferinstruct.io import read_rows, write_rows
+from saferinstruct.io import output_set, read_rows
 from saferinstruct.params import load_section
 from saferinstruct.records import InducedInstruction
 from saferinstruct.stageutil import Timer, clean_errors, write_stats
@@ -23,9 +23,10 @@ def main(induced_path: str, out_path: str, rejected_path: str, stats_path: str, 
     rows = read_rows(induced_path, InducedInstruction, allow_empty=True)
     with Timer() as t:
         result = quality_filter(rows, params)
-    write_rows(out_path, result.kept)
-    write_rows(rejected_path, result.rejected)
-    write_stats(stats_path, {**result.stats(), "seconds": t.seconds})
+    with output_set() as out:
+        out.rows(out_path, result.kept)
+        out.rows(rejected_path, result.rejected)
+        write_stats(stats_path, {**result.stats(), "seconds": t.seconds}, out)
     reasons = ", ".join(f"{r} {n}" for r, n in result.by_reason.most_common())
     click.echo(f"quality_filter: kept {len(result.kept)} of {len(rows)} ({reasons or 'none rejected'})")
 

@@ -7,12 +7,11 @@ import os
 import click
 
 from saferinstruct.expert import ExpertParams, respond
-from saferinstruct.io import read_rows, write_rows
+from saferinstruct.io import output_set, read_rows
 from saferinstruct.judging.backend_options import secrets_for
-from saferinstruct.llm.gateway import BudgetExceeded
 from saferinstruct.params import load_section
 from saferinstruct.records import InducedInstruction
-from saferinstruct.stageutil import StageError, Timer, clean_errors, write_stats
+from saferinstruct.stageutil import Timer, clean_errors, write_stats
 
 
 @click.command()
@@ -29,14 +28,11 @@ def main(instructions_path: str, model_dir: str, prompt_path: str, out_path: str
          params_path: str) -> None:
     params = load_section("expert", ExpertParams, params_path)
     instructions = read_rows(instructions_path, InducedInstruction, allow_empty=True)
-    try:
-        with Timer() as t:
-            run = respond(instructions, prompt_path, params, cache_dir, model_dir,
-                          secrets_for(params.options, os.environ))
-    except BudgetExceeded as err:
-        raise StageError(str(err)) from None
-    write_rows(out_path, run.rows)
-    write_stats(stats_path, {**run.stats, "seconds": t.seconds})
+    with Timer() as t:
+        run = respond(instructions, prompt_path, params, cache_dir, model_dir, secrets_for(params.options, os.environ))
+    with output_set() as out:
+        out.rows(out_path, run.rows)
+        write_stats(stats_path, {**run.stats, "seconds": t.seconds}, out)
     click.echo(f"respond: {len(run.rows)} responses {run.stats['outcomes']}, {t.seconds}s")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from saferinstruct.instructions import ReversePairsParams, build_reverse_pairs
-from saferinstruct.io import write_rows
+from saferinstruct.io import output_set
 from saferinstruct.params import load_section
 from saferinstruct.stageutil import Timer, clean_errors, write_stats
 
@@ -21,10 +21,11 @@ def main(train_path: str, val_path: str, rejected_path: str, stats_path: str, pa
     params = load_section("reverse_pairs", ReversePairsParams, params_path)
     with Timer() as t:
         result = build_reverse_pairs(params)
-    write_rows(train_path, result.train)
-    write_rows(val_path, result.val)
-    write_rows(rejected_path, result.rejected)
-    write_stats(stats_path, {**result.stats, "seconds": t.seconds})
+    with output_set() as out:
+        out.rows(train_path, result.train)
+        out.rows(val_path, result.val)
+        out.rows(rejected_path, result.rejected)
+        write_stats(stats_path, {**result.stats, "seconds": t.seconds}, out)
     click.echo(f"reverse_pairs: {result.stats['read']} read, {len(result.train)} train, {len(result.val)} val, "
                f"{len(result.rejected)} rejected")
 

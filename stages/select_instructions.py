@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from saferinstruct.io import read_rows, write_rows
+from saferinstruct.io import output_set, read_rows
 from saferinstruct.params import load_section
 from saferinstruct.records import InducedInstruction, Verdict
 from saferinstruct.selection import SelectParams, select_instructions
@@ -25,9 +25,10 @@ def main(filtered_path: str, verdicts_path: str, out_path: str, rejected_path: s
     instructions = read_rows(filtered_path, InducedInstruction)
     verdicts = read_rows(verdicts_path, Verdict, allow_empty=True)
     selection = select_instructions(instructions, verdicts, params)
-    write_rows(out_path, selection.kept)
-    write_rows(rejected_path, selection.rejected)
-    write_stats(stats_path, selection.stats)
+    with output_set() as out:
+        out.rows(out_path, selection.kept)
+        out.rows(rejected_path, selection.rejected)
+        write_stats(stats_path, selection.stats, out)
     click.echo(f"select_instructions: kept {len(selection.kept)} of {len(instructions)} {selection.stats['dropped']}")
 
 

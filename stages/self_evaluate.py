@@ -6,14 +6,13 @@ import os
 
 import click
 
-from saferinstruct.io import read_rows, write_rows
+from saferinstruct.io import output_set, read_rows
 from saferinstruct.judging.backend_options import secrets_for
-from saferinstruct.judging.factory import JudgeSpec, build_judge
+from saferinstruct.judging.factory import JudgeStageSpec, build_judge
 from saferinstruct.judging.runs import self_evaluate
-from saferinstruct.llm.gateway import BudgetExceeded
 from saferinstruct.params import load_section
 from saferinstruct.records import ExpertResponse
-from saferinstruct.stageutil import StageError, Timer, clean_errors, write_stats
+from saferinstruct.stageutil import Timer, clean_errors, write_stats
 
 
 @click.command()
@@ -29,20 +28,19 @@ from saferinstruct.stageutil import StageError, Timer, clean_errors, write_stats
 @clean_errors
 def main(responses_path: str, prompt_path: str, out_path: str, kept_path: str, cache_dir: str, stats_path: str,
          params_path: str) -> None:
-    spec = load_section("self_eval", JudgeSpec, params_path)
+    spec = load_section("self_eval", JudgeStageSpec, params_path)
     responses = read_rows(responses_path, ExpertResponse, allow_empty=True)
     os.makedirs(cache_dir, exist_ok=True)  # a DVC output even when an offline judge makes no call
-    judge = build_judge(spec, prompt_path, cache_dir, secrets_for(spec.options, os.environ))
+    judge = build_judge(spec, prompt_path, cache_dir, secrets_for(spec.options, os.environ), section="self_eval")
     try:
         with Timer() as t:
-            result = self_evaluate(responses, judge)
-    except BudgetExceeded as err:
-        raise StageError(str(err)) from None
+            result = self_evaluate(responses, judge, max_error_fraction=spec.max_error_fraction)
     finally:
         judge.close()
-    write_rows(out_path, result.verdicts)
-    write_rows(kept_path, result.kept)
-    write_stats(stats_path, {**result.stats, "seconds": t.seconds})
+    with output_set() as out:
+        out.rows(out_path, result.verdicts)
+        out.rows(kept_path, result.kept)
+        write_stats(stats_path, {**result.stats, "seconds": t.seconds}, out)
     click.echo(f"self_evaluate: kept {len(result.kept)} of {len(responses)} {result.stats['dropped']}, {t.seconds}s")
 
 

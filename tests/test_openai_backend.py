@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import time
+from pathlib import Path
 
 import openai
 import pytest
 
+from saferinstruct.judging.backend_options import secrets_for
+from saferinstruct.judging.base import JudgeItem
+from saferinstruct.judging.factory import JudgeSpec, build_judge
 from saferinstruct.llm.base import BackendConfigError, ChatRequest, make_backend
 from saferinstruct.llm.gateway import Gateway
 from saferinstruct.testing.openai_server import OpenAIServer, default_reply
 
 KEY = "sk-test-7f3a9c1e5b"
+REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -70,6 +77,21 @@ def test_backend_keeps_only_its_own_secret(server):
                      secrets={"K": KEY, "OTHER_TOKEN": "x", "HOME": "/root"})
     assert b.secrets == {"K": KEY}
     assert make_backend("openai", {"model": "m", "api_key_env": None}, secrets={"K": KEY}).secrets == {}
+
+
+def test_default_api_key_env_is_read_when_left_out(server, monkeypatch, tmp_path):
+    """``api_key_env`` defaults to OPENAI_API_KEY: params that leave it out still send that variable's key."""
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    spec = JudgeSpec(backend="openai", model="test-model", options={"base_url": server.base_url, "max_retries": 0})
+    secrets = secrets_for(spec.options, os.environ)
+    judge = build_judge(spec, REPO / "prompts" / "judge_instruction.md", tmp_path / "cache", secrets)
+    [verdict] = judge.judge([JudgeItem(id="i", instruction="x")])
+    assert verdict.cache_key and server.log[0].authorization == f"Bearer {KEY}"
+    assert KEY not in repr(secrets) and judge.gateway.backend.secrets == {"OPENAI_API_KEY": KEY}
+    monkeypatch.setenv("OPENAI_API_KEY", "")  # empty counts as unset: the error names the variable
+    b = make_backend("openai", {"base_url": server.base_url, "model": "m"}, secrets=secrets_for({}, os.environ))
+    with pytest.raises(BackendConfigError, match="OPENAI_API_KEY"):
+        run(b, [ChatRequest.chat("x")])
 
 
 def test_missing_key_is_a_config_error(server):
@@ -172,3 +194,55 @@ def test_httpx_transport_behaves_alike(server):
               [ChatRequest.chat("a"), ChatRequest.chat("b"), ChatRequest.chat("c")])
     assert [out[i].outcome for i in range(3)] == ["ok", "error", "ok"]
     assert "Timeout" in (out[1].error or "") and server.calls == 5  # a: 2 attempts, b: 2 timeouts, c: 1
+
+
+# --- an unreachable server: seconds, and the real cause ------------------------------------------------------------
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.parametrize("http_client", ["aiohttp", "httpx"])
+@pytest.mark.parametrize("max_retries", [0, 6])
+def test_refused_connection_stops_at_once_naming_the_cause(http_client, max_retries):
+    url = f"http://127.0.0.1:{_closed_port()}/v1"
+    b = make_backend("openai", {"base_url": url, "model": "m", "api_key_env": None, "max_retries": max_retries,
+                                "http_client": http_client})
+    start = time.monotonic()
+    with pytest.raises(BackendConfigError, match=f"cannot connect to {url}: connection refused"):
+        run(b, [ChatRequest.chat(f"x{i}") for i in range(20)])
+    assert time.monotonic() - start < 10  # was: every call's retries, then "Request timed out"
+
+
+@pytest.mark.parametrize("http_client", ["aiohttp", "httpx"])
+def test_connect_timeout_is_separate_from_the_read_timeout(http_client):
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port)):  # fills the backlog: further connects hang
+            b = make_backend("openai", {"base_url": f"http://127.0.0.1:{port}/v1", "model": "m", "api_key_env": None,
+                                        "connect_timeout_s": 0.5, "timeout_s": 60, "http_client": http_client})
+            start = time.monotonic()
+            with pytest.raises(BackendConfigError, match=r"no connection within connect_timeout_s \(0.5 s\)"):
+                run(b, [ChatRequest.chat("x")])
+            assert time.monotonic() - start < 5
+    assert "connect_timeout_s" in b.unkeyed_options()  # tuning it never invalidates the cache
+
+
+def test_short_connect_timeout_leaves_slow_answers_alone(server):
+    server.inject("slow", times=1)  # stalls 1.5 s after the connection is made
+    out = run(backend(server, connect_timeout_s=0.2, timeout_s=5, max_retries=0), [ChatRequest.chat("x")])
+    assert out[0].outcome == "ok" and server.calls == 1
+
+
+@pytest.mark.parametrize("http_client", ["aiohttp", "httpx"])
+def test_server_gone_after_answering_is_an_error_naming_the_cause(http_client):
+    with OpenAIServer() as srv:
+        b = make_backend("openai", {"base_url": srv.base_url, "model": "m", "api_key_env": None, "max_retries": 0,
+                                    "http_client": http_client})
+        assert run(b, [ChatRequest.chat("x")])[0].outcome == "ok"
+    out = run(b, [ChatRequest.chat("y")])  # the server was reachable once: a per-call error, retried next run
+    assert out[0].outcome == "error" and out[0].error == f"cannot connect to {srv.base_url}: connection refused"

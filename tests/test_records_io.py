@@ -48,6 +48,10 @@ def test_bad_category_names_field(tmp_path):
      r":1: invalid UTF-8"),
     (b"", r"file is empty"),
     (b"\n\n", r"file is empty"),
+    (b'{"id": "a", "instruction": "\\ud800", "response": "y", "dataset": "d", "licence": "l"}\n',
+     r":1: bad JSON: lone surrogate \\ud800 \(not valid Unicode\)"),
+    (b"[" * 50_000 + b"]" * 50_000 + b"\n", r":1: bad JSON: nested too deeply"),
+    (b'{"id": "a"} {"id": "b"}\n', r":1: bad JSON: extra content after the top-level value \(column 13\)"),
 ])
 def test_bad_input_errors(tmp_path, content, message):
     path = tmp_path / "in.jsonl"
@@ -59,6 +63,36 @@ def test_bad_input_errors(tmp_path, content, message):
 def test_missing_file(tmp_path):
     with pytest.raises(io.RowError, match="file not found"):
         io.read_rows(tmp_path / "nope.jsonl", ReversePair)
+    with pytest.raises(io.RowError, match="is a directory, not a file"):
+        io.read_rows(tmp_path, ReversePair)
+
+
+def test_quarantine_takes_lone_surrogates_and_deep_nesting(tmp_path):
+    path = tmp_path / "in.jsonl"
+    good = ReversePair(id="a", instruction="x", response="y 😀", dataset="d", licence="l").model_dump_json()
+    pair = good.replace("😀", "\\ud83d\\ude00")  # an escaped surrogate pair is one valid character
+    path.write_text("\n".join([good, good.replace('"x"', '"\\udc80"'), "[" * 50_000, pair, ""]))
+    q = io.Quarantine()
+    rows = io.read_rows(path, ReversePair, quarantine=q)
+    assert [r.response for r in rows] == ["y 😀", "y 😀"]
+    assert [(r.line, r.error) for r in q.rows] == [(2, "bad JSON: lone surrogate \\udc80 (not valid Unicode)"),
+                                                   (3, "bad JSON: nested too deeply")]
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (b'{"a": 1}\n\n  {"b": 2}\n', r"x.json:3: bad JSON: extra content after the top-level value \(line 3, column 3\)"),
+    (b'[1]\n]', r"x.json:2: bad JSON: extra content"),
+    (b'{"a": "\\udfff"}', r"x.json: bad JSON: lone surrogate \\udfff"),
+    (b"[" * 50_000 + b"]" * 50_000, r"x.json: bad JSON: nested too deeply"),
+    (b'{"a":\n "\xff"}', r"x.json:2: invalid UTF-8 at byte 8"),
+])
+def test_read_json_one_value_and_nothing_else(tmp_path, content, message):
+    path = tmp_path / "x.json"
+    path.write_bytes(content)
+    with pytest.raises(io.RowError, match=message):
+        io.read_json(path)
+    with pytest.raises(io.RowError, match="is a directory"):
+        io.read_json(tmp_path)
 
 
 def test_bom_is_tolerated(tmp_path):

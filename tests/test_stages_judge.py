@@ -137,7 +137,7 @@ def test_judge_budget_stops_cleanly(load_stage, tmp_path):
     params = _params(tmp_path, judge={"backend": "fake", "options": {"template": JSON_UNSAFE},
                                       "prices": {"prompt": 1e6, "completion": 0.0}, "budget_usd": 1.0})
     res = _judge(load_stage, tmp_path, params)
-    assert res.exit_code == 1 and "budget of $1.00 reached" in res.output
+    assert res.exit_code == 2 and "error: budget of $1.00 reached" in res.output
     assert not (tmp_path / "verdicts.jsonl").exists()
 
 

@@ -19,7 +19,7 @@ from pydantic import Field
 from saferinstruct.judging.backend_options import PriceParams, checked_backend_class, with_model
 from saferinstruct.judging.prompts import PromptTemplate
 from saferinstruct.llm.base import ChatRequest, ChatResult, GenerationParams, make_backend
-from saferinstruct.llm.gateway import Gateway, Prices
+from saferinstruct.llm.gateway import Gateway, Prices, check_call_errors
 from saferinstruct.params import Params, ParamsError
 from saferinstruct.records import ExpertResponse, InducedInstruction
 
@@ -40,6 +40,9 @@ class ExpertParams(Params):
     max_sentences: int | None = Field(default=None, ge=1)
     prices: PriceParams = Field(default_factory=PriceParams)
     budget_usd: float | None = Field(default=None, gt=0.0)
+    # Share of calls that may still fail after retries: those instructions get no response (counted under
+    # dropped.call_error); above it the stage fails and writes nothing.
+    max_error_fraction: float = Field(default=0.0, ge=0.0, le=1.0)
 
 
 @dataclass
@@ -92,7 +95,8 @@ def respond(instructions: Sequence[InducedInstruction], prompt_path: Path | str,
     prompt = PromptTemplate.load(prompt_path)
     if "instruction" not in prompt.placeholders():
         raise ParamsError(f"{prompt_path}: the expert prompt must contain {{{{instruction}}}}")
-    backend = make_backend(params.backend, expert_options(params, default_model), secrets=secrets)
+    backend = make_backend(params.backend, expert_options(params, default_model), secrets=secrets,
+                           section="expert.options")
     gateway = Gateway(backend, cache_dir=cache_dir, prices=Prices(params.prices.prompt, params.prices.completion),
                       budget_usd=params.budget_usd)
     requests = [ChatRequest(messages=prompt.render({"instruction": i.instruction}, delimit=False,
@@ -102,11 +106,13 @@ def respond(instructions: Sequence[InducedInstruction], prompt_path: Path | str,
         results = gateway.complete(requests)
     finally:
         gateway.close()
-    model = gateway.identity
-    rows = [_to_row(i, r, model, params) for i, r in zip(instructions, results, strict=True)]
-    truncated = sum(r.finish_reason == "length" for r in results)
+    failed = check_call_errors("respond", sum(r.outcome == "error" for r in results), len(results),
+                               params.max_error_fraction, gateway.stats.last_error)
+    pairs = [(i, r) for i, r in zip(instructions, results, strict=True) if r.outcome != "error"]
+    rows = [_to_row(i, r, gateway.identity, params) for i, r in pairs]
+    truncated = sum(r.finish_reason == "length" for _, r in pairs)
     return ExpertRun(rows, {
-        "in": len(instructions), "responses": len(rows),
+        "in": len(instructions), "responses": len(rows), "dropped": {"call_error": failed} if failed else {},
         "outcomes": dict(sorted(Counter(r.outcome for r in rows).items())),
         "truncated_by_max_tokens": truncated, "empty": sum(not r.response for r in rows),
         "mean_chars": round(sum(len(r.response) for r in rows) / max(len(rows), 1), 1),

@@ -13,6 +13,8 @@ from typing import TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from saferinstruct.errors import UserError
+
 DEFAULT_PARAMS = Path("params.yaml")
 
 
@@ -25,8 +27,8 @@ class Params(BaseModel):
 P = TypeVar("P", bound=Params)
 
 
-class ParamsError(ValueError):
-    pass
+class ParamsError(UserError, ValueError):
+    """A params section (or a backend's options) is wrong: the message names the key and the fix."""
 
 
 def _suggest(key: str, model: type[BaseModel]) -> str:

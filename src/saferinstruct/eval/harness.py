@@ -21,7 +21,7 @@ from saferinstruct.eval.sets import EvalPrompt, SetsParams, build_eval_sets
 from saferinstruct.judging.base import Judge, JudgeItem
 from saferinstruct.judging.factory import JudgeSpec, build_judge
 from saferinstruct.llm.base import ChatRequest, ChatResult, GenerationParams, make_backend
-from saferinstruct.llm.gateway import Gateway
+from saferinstruct.llm.gateway import Gateway, check_call_errors
 from saferinstruct.params import Params, ParamsError
 from saferinstruct.records import EvalResult
 
@@ -40,7 +40,8 @@ class GenerationSettings(Params):
 def generate(model_path: Path | str, prompts: Sequence[EvalPrompt], settings: GenerationSettings,
              cache_dir: Path | str | None) -> tuple[list[ChatResult], dict]:
     """One model's answers to ``prompts``, in order, with the gateway counters."""
-    backend = make_backend(settings.backend, {**settings.backend_options, "model_path": str(model_path)})
+    backend = make_backend(settings.backend, {**settings.backend_options, "model_path": str(model_path)},
+                           section="evaluate.generation.backend_options")
     gateway = Gateway(backend, cache_dir=cache_dir)
     requests = [ChatRequest.chat(p.prompt, system=settings.system_prompt, params=settings.params) for p in prompts]
     start = time.perf_counter()
@@ -53,13 +54,17 @@ def generate(model_path: Path | str, prompts: Sequence[EvalPrompt], settings: Ge
 
 def judge_answers(model_name: str, prompts: Sequence[EvalPrompt], answers: Sequence[ChatResult],
                   judge: Judge) -> list[EvalResult]:
-    """Judge the answers that exist; failed generations are kept, labelled by their outcome, parse_ok False."""
+    """Judge the answers that exist; generations the backend declined (e.g. invalid_prompt) are kept, labelled by
+    their outcome, parse_ok False. A call that failed after its retries (generation or judge) is no row at all: the
+    caller counts it against ``max_error_fraction``."""
     ok = [i for i, a in enumerate(answers) if a.outcome == "ok"]
     verdicts = dict(zip(ok, judge.judge([JudgeItem(id=f"{model_name}:{prompts[i].id}", instruction=prompts[i].prompt,
                                                    response=answers[i].text) for i in ok])))
     out = []
     for i, (p, a) in enumerate(zip(prompts, answers)):
         v = verdicts.get(i)
+        if a.outcome == "error" or (v is not None and judge.call_failed(v)):
+            continue
         out.append(EvalResult(id=f"{model_name}:{p.id}", parent_id=p.id, model_name=model_name, eval_set=p.eval_set,
                               group=p.group, prompt=p.prompt, prompt_label=p.kind, response=a.text,
                               judge_label=v.label if v else a.outcome, parse_ok=bool(v and v.parse_ok)))
@@ -67,15 +72,27 @@ def judge_answers(model_name: str, prompts: Sequence[EvalPrompt], answers: Seque
 
 
 def evaluate_models(models: dict[str, Path | str], prompts: Sequence[EvalPrompt], settings: GenerationSettings,
-                    judge: Judge, cache_root: Path | str | None) -> tuple[list[EvalResult], dict]:
-    """Results for every (model, prompt) pair and per-model stats (calls, cache hits, tokens, seconds)."""
+                    judge: Judge, cache_root: Path | str | None, max_error_fraction: float = 0.0,
+                    ) -> tuple[list[EvalResult], dict]:
+    """Results for every (model, prompt) pair and per-model stats (calls, cache hits, tokens, seconds). Calls that
+    failed after their retries drop their row (counted under ``dropped.call_error``) up to ``max_error_fraction`` of
+    all generation and judge calls; more raise :class:`~saferinstruct.llm.gateway.CallsFailed`."""
     results: list[EvalResult] = []
     stats: dict[str, dict] = {}
+    calls = failed = 0
+    cause: str | None = None
     for name, path in models.items():
         cache_dir = Path(cache_root) / name if cache_root else None
         answers, stats[name] = generate(path, prompts, settings, cache_dir)
         stats[name]["generation_failures"] = sum(a.outcome != "ok" for a in answers)
-        results += judge_answers(name, prompts, answers, judge)
+        rows = judge_answers(name, prompts, answers, judge)
+        answered = sum(a.outcome == "ok" for a in answers)
+        calls += len(answers) + answered  # one generation per prompt, one judge call per answer
+        stats[name]["dropped"] = {"call_error": len(answers) - len(rows)} if len(rows) < len(answers) else {}
+        failed += len(answers) - len(rows)
+        cause = judge.last_call_error() or next((a.error for a in answers if a.outcome == "error"), cause)
+        results += rows
+    check_call_errors("evaluate", failed, calls, max_error_fraction, cause)
     return results, stats
 
 
@@ -87,6 +104,9 @@ class EvaluateParams(Params):
     generation: GenerationSettings = Field(default_factory=GenerationSettings)
     judge: JudgeSpec = Field(default_factory=lambda: JudgeSpec(backend="refusal_keywords", task="refusal"))
     metrics: MetricsParams = Field(default_factory=MetricsParams)
+    # Share of generation and judge calls that may still fail after retries: their rows are dropped (counted under
+    # dropped.call_error per model); above it the stage fails and writes nothing.
+    max_error_fraction: float = Field(default=0.0, ge=0.0, le=1.0)
 
     @field_validator("models")
     @classmethod
@@ -133,10 +153,11 @@ def run_evaluation(params: EvaluateParams, models_dir: Path | str, files: EvalFi
     prompts, report = build_eval_sets(params.sets, files.advbench, files.safer_instruct_test, files.xstest,
                                       train_prompts, files.root)
     if judge is None:
-        judge = build_judge(params.judge, prompt_path=files.judge_prompt, secrets=secrets,
+        judge = build_judge(params.judge, prompt_path=files.judge_prompt, secrets=secrets, section="evaluate.judge",
                             cache_dir=Path(cache_root) / "judge" if cache_root else None)
     try:
-        results, model_stats = evaluate_models(models, prompts, params.generation, judge, cache_root)
+        results, model_stats = evaluate_models(models, prompts, params.generation, judge, cache_root,
+                                               params.max_error_fraction)
     finally:
         judge.close()
     metrics = compute_metrics(results, params.metrics)

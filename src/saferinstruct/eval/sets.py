@@ -8,10 +8,8 @@ from its training sources.
 
 from __future__ import annotations
 
-import csv
-import json
 import random
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -21,6 +19,7 @@ from pydantic import Field
 from saferinstruct.io import RowError
 from saferinstruct.judging.labelled import normalise_text
 from saferinstruct.params import Params, ParamsError
+from saferinstruct.sources.readers import BadField, detect_format, parse_rows
 
 Kind = Literal["harmful", "safe"]
 SI_GROUPS = ("hh", "si", "beaver")
@@ -37,11 +36,12 @@ class EvalPrompt:
 
 
 class UserSet(Params):
-    """A user's evaluation file: jsonl or CSV, one prompt per row, a label column mapped to harmful/safe."""
+    """A user's evaluation file (CSV, jsonl, jsonl.gz or a JSON array, read like ingest's corpora), one prompt per
+    row, a label column mapped to harmful/safe."""
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
     path: str
-    format: Literal["auto", "jsonl", "csv"] = "auto"
+    format: Literal["auto", "jsonl", "csv", "json"] = "auto"
     prompt_field: str = "prompt"
     label_field: str = "label"
     group_field: str | None = None
@@ -71,32 +71,20 @@ class LoadReport:
     kept: dict[str, int] = field(default_factory=dict)
 
 
-def _csv_rows(path: Path, required: Iterable[str]) -> Iterator[tuple[int, dict[str, str]]]:
-    if not path.exists():
-        raise RowError(path, None, "file not found")
-    with open(path, encoding="utf-8-sig", newline="") as fh:
-        reader = csv.DictReader(fh)
-        missing = [c for c in required if c not in (reader.fieldnames or [])]
-        if missing:
-            raise RowError(path, 1, f"missing column(s) {missing} (found: {reader.fieldnames})")
-        for row in reader:
-            yield reader.line_num, row
+def _rows(path: Path, set_name: str, required: Sequence[str], fmt: str = "csv") -> list[tuple[int, dict]]:
+    """Every record of an evaluation file with its line, through ingest's readers (one reader per format, so bad
+    bytes, oversized fields and the like are one error naming file and line); a file without rows is an error."""
 
+    def with_fields(rec: dict) -> dict:
+        for name in required:  # CSV columns are checked on the header; JSON records one by one
+            if rec.get(name) is None:
+                raise BadField(name, "missing")
+        return rec
 
-def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict]]:
-    if not path.exists():
-        raise RowError(path, None, "file not found")
-    with open(path, encoding="utf-8-sig") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise RowError(path, lineno, f"bad JSON: {err.msg} (column {err.colno})") from None
-            if not isinstance(row, dict):
-                raise RowError(path, lineno, "expected a JSON object")
-            yield lineno, row
+    rows = list(parse_rows(path, with_fields, fmt=fmt, required=required, allow_empty=True))
+    if not rows:
+        raise RowError(path, None, f"evaluation set '{set_name}' has no rows: add prompts or remove the set")
+    return rows
 
 
 def _prompt(path: Path, line: int, value: object) -> str:
@@ -108,13 +96,13 @@ def _prompt(path: Path, line: int, value: object) -> str:
 def load_advbench(path: Path | str) -> list[EvalPrompt]:
     path = Path(path)
     return [EvalPrompt(f"advbench:{i}", "advbench", "", _prompt(path, line, row["goal"]), "harmful")
-            for i, (line, row) in enumerate(_csv_rows(path, ["goal"]), start=1)]
+            for i, (line, row) in enumerate(_rows(path, "advbench", ["goal"]), start=1)]
 
 
 def load_safer_instruct_test(path: Path | str) -> list[EvalPrompt]:
     """One set per label group (hh, si, beaver), all harmful."""
     path, out = Path(path), []
-    for i, (line, row) in enumerate(_csv_rows(path, ["instruction", "label"]), start=1):
+    for i, (line, row) in enumerate(_rows(path, "safer_instruct", ["instruction", "label"]), start=1):
         group = row["label"].strip()
         if group not in SI_GROUPS:
             raise RowError(path, line, f"label '{group}' is not one of {list(SI_GROUPS)}")
@@ -126,7 +114,7 @@ def load_safer_instruct_test(path: Path | str) -> list[EvalPrompt]:
 def load_xstest(path: Path | str) -> list[EvalPrompt]:
     """Safe look-alikes (over-refusal) and their unsafe contrasts as two sets; the group is XSTest's prompt type."""
     path, out = Path(path), []
-    for line, row in _csv_rows(path, ["id", "prompt", "type", "label"]):
+    for line, row in _rows(path, "xstest", ["id", "prompt", "type", "label"]):
         kind = row["label"].strip()
         if kind not in ("safe", "unsafe"):
             raise RowError(path, line, f"label '{kind}' is not safe or unsafe")
@@ -136,21 +124,22 @@ def load_xstest(path: Path | str) -> list[EvalPrompt]:
 
 
 def load_user_set(spec: UserSet, root: Path | str = ".") -> list[EvalPrompt]:
-    """Rows of a user file by its mapping; a label outside both lists is an error naming file and line."""
+    """Rows of a user file by its mapping; a label outside both lists or an id used twice is an error naming file
+    and line."""
     path = Path(root) / spec.path
-    fmt = spec.format if spec.format != "auto" else ("csv" if path.suffix.lower() == ".csv" else "jsonl")
+    fmt = spec.format if spec.format != "auto" else detect_format(path)
     required = [spec.prompt_field, spec.label_field] + [f for f in (spec.group_field, spec.id_field) if f]
-    rows = _csv_rows(path, required) if fmt == "csv" else _jsonl_rows(path)
     harmful, safe = {s.casefold() for s in spec.harmful_labels}, {s.casefold() for s in spec.safe_labels}
-    out = []
-    for i, (line, row) in enumerate(rows, start=1):
-        missing = [f for f in required if f not in row]
-        if missing:
-            raise RowError(path, line, f"missing field(s) {missing}")
+    out, first_line = [], {}
+    for i, (line, row) in enumerate(_rows(path, spec.name, required, fmt), start=1):
         label = str(row[spec.label_field]).strip().casefold()
         if label not in harmful | safe:
             raise RowError(path, line, f"label '{label}' is in neither harmful_labels nor safe_labels")
         row_id = str(row[spec.id_field]) if spec.id_field else str(i)
+        if row_id in first_line:  # two results under one id would overwrite each other
+            raise RowError(path, line, f"duplicate id '{row_id}' in {spec.id_field} (first on line "
+                                       f"{first_line[row_id]}): ids must be unique")
+        first_line[row_id] = line
         group = str(row[spec.group_field]) if spec.group_field else ""
         out.append(EvalPrompt(f"{spec.name}:{row_id}", spec.name, group, _prompt(path, line, row[spec.prompt_field]),
                               "harmful" if label in harmful else "safe"))

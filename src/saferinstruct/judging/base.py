@@ -17,7 +17,7 @@ from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -67,6 +67,8 @@ class Judge(ABC):
 
     task: Task
     name: str
+    # An LLM judge's llm.gateway.Gateway (not imported: offline judges and their stages never load the llm package).
+    gateway: Any = None
 
     def __init__(self, task: Task, name: str):
         if task not in LABELS:
@@ -85,6 +87,14 @@ class Judge(ABC):
     @abstractmethod
     def _judge(self, items: Sequence[JudgeItem]) -> list[Verdict]:
         """Judge a batch."""
+
+    def call_failed(self, verdict: Verdict) -> bool:
+        """Whether ``verdict`` stands for a model call that still failed after its retries (outcome ``error``, not
+        cached): not a judgement, so stages drop it (within their ``max_error_fraction``) or fail."""
+        return self.gateway is not None and verdict.cache_key in self.gateway.failed_keys
+
+    def last_call_error(self) -> str | None:
+        return self.gateway.stats.last_error if self.gateway is not None else None
 
     def stats(self) -> dict:
         """Counters for the stage stats (LLM judges add gateway calls, tokens, cost)."""

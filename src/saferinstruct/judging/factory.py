@@ -35,15 +35,24 @@ class JudgeSpec(Params):
     budget_usd: float | None = Field(default=None, gt=0.0)
 
 
+class JudgeStageSpec(JudgeSpec):
+    """A judging stage's own section (``judge``, ``self_eval``): the judge plus the share of its calls that may still
+    fail after retries (those rows are dropped and counted; above it the stage fails and writes nothing)."""
+
+    max_error_fraction: float = Field(default=0.0, ge=0.0, le=1.0)
+
+
 def build_judge(spec: JudgeSpec, prompt_path: Path | str | None = None, cache_dir: Path | str | None = None,
-                secrets: Mapping[str, str] | None = None, classifier_dir: Path | str | None = None) -> Judge:
+                secrets: Mapping[str, str] | None = None, classifier_dir: Path | str | None = None,
+                section: str = "judge") -> Judge:
     """The judge ``spec`` describes. ``prompt_path`` and ``cache_dir`` are for LLM judges, ``classifier_dir`` (the
-    output of train_safety_classifier) for the embedding classifier; ``secrets`` maps env var names to values."""
+    output of train_safety_classifier) for the embedding classifier; ``secrets`` maps env var names to values;
+    ``section`` is the params section ``spec`` came from (named in option errors)."""
     if spec.backend in OFFLINE_TASKS:
         if spec.task != OFFLINE_TASKS[spec.backend]:
             raise ParamsError(f"judge backend '{spec.backend}' does task '{OFFLINE_TASKS[spec.backend]}', "
                              f"not '{spec.task}'")
-        return _offline(spec, classifier_dir)
+        return _offline(spec, classifier_dir, section)
     from saferinstruct.judging.llm_judge import LLMJudge
     from saferinstruct.judging.prompts import PromptTemplate
     from saferinstruct.llm.gateway import Gateway, Prices
@@ -52,13 +61,14 @@ def build_judge(spec: JudgeSpec, prompt_path: Path | str | None = None, cache_di
         raise ParamsError(f"an LLM judge (backend '{spec.backend}') needs a prompt file")
     prompt = PromptTemplate.load(prompt_path)
     checked_backend_class(spec.backend, also=f"; offline judges: {', '.join(OFFLINE_TASKS)}")
-    backend = make_backend(spec.backend, with_model(spec.backend, spec.options, spec.model), secrets=secrets)
+    backend = make_backend(spec.backend, with_model(spec.backend, spec.options, spec.model), secrets=secrets,
+                           section=f"{section}.options")
     gateway = Gateway(backend, cache_dir=cache_dir, prices=Prices(spec.prices.prompt, spec.prices.completion),
                       budget_usd=spec.budget_usd)
     return LLMJudge(spec.task, gateway, prompt, spec.generation, name=f"llm:{backend.identity()}")
 
 
-def _offline(spec: JudgeSpec, classifier_dir: Path | str | None) -> Judge:
+def _offline(spec: JudgeSpec, classifier_dir: Path | str | None, section: str) -> Judge:
     if spec.backend == "refusal_keywords":
         from saferinstruct.judging.refusal import RefusalKeywordJudge
 
@@ -66,7 +76,7 @@ def _offline(spec: JudgeSpec, classifier_dir: Path | str | None) -> Judge:
     if spec.backend == "safe_response":
         from saferinstruct.judging.refusal import SafeResponseJudge, SafeResponseOptions
 
-        return SafeResponseJudge(parse_section(spec.options, "options", SafeResponseOptions))
+        return SafeResponseJudge(parse_section(spec.options, f"{section}.options", SafeResponseOptions))
     from saferinstruct.judging.classifier import EmbeddingClassifierJudge, PinnedEncoder
 
     if classifier_dir is None:

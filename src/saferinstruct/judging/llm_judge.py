@@ -16,7 +16,8 @@ class LLMJudge(Judge):
     """Renders ``prompt`` per item (untrusted text delimited), calls the gateway once per item, parses the reply.
 
     Calls go through the gateway's content-addressed cache, so a re-run pays only for new or changed items. A call
-    the provider refused or filtered, or a reply that does not parse, becomes a ``parse_ok=False`` verdict.
+    the provider refused or filtered, or a reply that does not parse, becomes a ``parse_ok=False`` verdict. Only the
+    judge's own words count: echoes of the judged text are ignored (:func:`~saferinstruct.judging.parse.parse_verdict`).
     """
 
     def __init__(self, task: Task, gateway: Gateway, prompt: PromptTemplate,
@@ -43,13 +44,17 @@ class LLMJudge(Judge):
         if result.outcome != "ok":
             return self.verdict(item, UNKNOWN, score=None, parse_ok=False, raw=result.text or (result.error or ""),
                                 rationale=f"judge call outcome: {result.outcome}", cache_key=result.cache_key)
-        parsed = parse_verdict(result.text, self.task)
+        # The untrusted values go along so that a reply quoting them is not read as the judge's verdict.
+        parsed = parse_verdict(result.text, self.task, quoted=(item.instruction, item.response, item.source_text))
         return self.verdict(item, parsed.label, score=parsed.score, rationale=parsed.rationale, raw=result.text,
                             parse_ok=parsed.ok, cache_key=result.cache_key)
 
     def stats(self) -> dict:
-        return {**super().stats(), "prompt": self.prompt.path, "prompt_sha256": self.prompt.sha256,
-                "gateway": self.gateway.stats.as_dict()}
+        out = {**super().stats(), "prompt": self.prompt.path, "prompt_sha256": self.prompt.sha256,
+               "gateway": self.gateway.stats.as_dict()}
+        # Backends that can ask for a JSON verdict (openai: structured_output) say whether the server took it.
+        structured = getattr(self.gateway.backend, "structured_output_state", None)
+        return {**out, "structured_output": structured} if structured else out
 
     def close(self) -> None:
         self.gateway.close()

@@ -27,6 +27,18 @@ _HEADING = re.compile(r"^#\s+(system|user|assistant)\s*$", re.IGNORECASE)
 _PLACEHOLDER = re.compile(r"\{\{\s*(\w+)\s*\}\}")
 _COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
 MISSING = "(not available)"
+_NONCE_LEN = 16
+# A data block as render() writes it, when a judge's reply reproduces it; an unclosed one runs to the end of the reply.
+_DATA_BLOCK = re.compile(rf"<(data-[0-9a-f]{{{_NONCE_LEN}}})\b[^>]*>.*?(?:</\1\s*>|\Z)", re.DOTALL)
+_DATA_CLOSE = re.compile(rf"</data-[0-9a-f]{{{_NONCE_LEN}}}\s*>")
+
+
+def strip_data_blocks(reply: str) -> str:
+    """``reply`` without the spans that reproduce delimited data: whole blocks, an unclosed block to the end, and
+    everything before a stray closing tag (a quote that began inside a block)."""
+    reply = _DATA_BLOCK.sub(" ", reply)
+    closings = list(_DATA_CLOSE.finditer(reply))
+    return reply[closings[-1].end():] if closings else reply
 
 
 @dataclass(frozen=True)
@@ -71,7 +83,7 @@ class PromptTemplate:
     def render(self, values: dict[str, str | None], delimit: bool = True,
                examples: int | None = None) -> tuple[Message, ...]:
         """Messages with placeholders filled; ``examples`` keeps only the first N few-shot pairs (None = all)."""
-        nonce = text_sha256("\x00".join(f"{k}={values.get(k) or ''}" for k in FIELDS))[:16]
+        nonce = text_sha256("\x00".join(f"{k}={values.get(k) or ''}" for k in FIELDS))[:_NONCE_LEN]
         tag = f"data-{nonce}"
 
         def fill(match: re.Match) -> str:

@@ -7,22 +7,36 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from saferinstruct.judging.base import Judge, JudgeItem
+from saferinstruct.llm.gateway import check_call_errors
 from saferinstruct.params import ParamsError
 from saferinstruct.records import ExpertResponse, InducedInstruction, Verdict
 
 
-def judge_instructions(rows: Sequence[InducedInstruction], judge: Judge) -> tuple[list[Verdict], dict]:
+def judged(stage: str, judge: Judge, verdicts: Sequence[Verdict], max_error_fraction: float) -> list[bool]:
+    """Per verdict, whether it is a real judgement: verdicts of calls that failed after their retries are dropped
+    when they are at most ``max_error_fraction`` of all; more stop the stage (:class:`CallsFailed`)."""
+    failed = [judge.call_failed(v) for v in verdicts]
+    check_call_errors(stage, sum(failed), len(verdicts), max_error_fraction, judge.last_call_error())
+    return [not f for f in failed]
+
+
+def judge_instructions(rows: Sequence[InducedInstruction], judge: Judge,
+                       max_error_fraction: float = 0.0) -> tuple[list[Verdict], dict]:
     """One verdict per instruction (``parent_id`` = instruction id); the source text goes along as context."""
     if judge.task != "instruction":
         raise ParamsError(f"judge {judge.name} does task '{judge.task}'; judging instructions needs 'instruction'")
     items = [JudgeItem(id=r.id, instruction=r.instruction, source_text=r.source_text) for r in rows]
     verdicts = judge.judge(items)
+    real = judged("judge_instructions", judge, verdicts, max_error_fraction)
     per_category: dict[str, Counter] = {}
-    for row, v in zip(rows, verdicts, strict=True):
-        per_category.setdefault(row.category, Counter())[v.label] += 1
-    return verdicts, {"in": len(rows), "verdicts": len(verdicts),
-                      "labels_per_category": {c: dict(sorted(n.items())) for c, n in sorted(per_category.items())},
-                      **judge.stats()}
+    for row, v, ok in zip(rows, verdicts, real, strict=True):
+        if ok:
+            per_category.setdefault(row.category, Counter())[v.label] += 1
+    kept = [v for v, ok in zip(verdicts, real, strict=True) if ok]
+    dropped = {"call_error": len(verdicts) - len(kept)} if len(kept) < len(verdicts) else {}
+    return kept, {"in": len(rows), "verdicts": len(kept), "dropped": dropped,
+                  "labels_per_category": {c: dict(sorted(n.items())) for c, n in sorted(per_category.items())},
+                  **judge.stats()}
 
 
 @dataclass
@@ -32,14 +46,18 @@ class SelfEvaluation:
     stats: dict = field(default_factory=dict)
 
 
-def self_evaluate(responses: Sequence[ExpertResponse], judge: Judge, keep_label: str = "safe") -> SelfEvaluation:
+def self_evaluate(responses: Sequence[ExpertResponse], judge: Judge, keep_label: str = "safe",
+                  max_error_fraction: float = 0.0) -> SelfEvaluation:
     """Judge every answer the expert actually gave; keep those judged ``keep_label`` (parsed verdicts only)."""
     if judge.task != "response":
         raise ParamsError(f"judge {judge.name} does task '{judge.task}'; self-evaluation needs 'response'")
     answered = [r for r in responses if r.outcome == "ok" and r.response.strip()]
     verdicts = judge.judge([JudgeItem(id=r.id, instruction=r.instruction, response=r.response) for r in answered])
+    real = judged("self_evaluate", judge, verdicts, max_error_fraction)
+    dropped: Counter = Counter(call_error=real.count(False))
+    answered = [r for r, ok in zip(answered, real, strict=True) if ok]
+    verdicts = [v for v, ok in zip(verdicts, real, strict=True) if ok]
     kept = [r for r, v in zip(answered, verdicts, strict=True) if v.parse_ok and v.label == keep_label]
-    dropped: Counter = Counter()
     for r in responses:
         if r.outcome != "ok":
             dropped[f"outcome_{r.outcome}"] += 1
@@ -51,4 +69,4 @@ def self_evaluate(responses: Sequence[ExpertResponse], judge: Judge, keep_label:
         elif v.label != keep_label:
             dropped[f"judged_{v.label}"] += 1
     return SelfEvaluation(verdicts, kept, {"in": len(responses), "judged": len(verdicts), "kept": len(kept),
-                                           "dropped": dict(sorted(dropped.items())), **judge.stats()})
+                                           "dropped": dict(sorted((+dropped).items())), **judge.stats()})

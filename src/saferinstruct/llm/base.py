@@ -21,7 +21,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from saferinstruct.params import Params, ParamsError
+from saferinstruct.params import Params, ParamsError, parse_section
 
 Outcome = Literal["ok", "content_filter", "refused", "invalid_prompt", "error"]
 
@@ -90,7 +90,16 @@ class Backend(ABC):
     secrets: Mapping[str, str] = {}
 
     def __init__(self, options: Params | dict[str, Any] | None = None):
-        self.options = options if isinstance(options, Params) else self.Options.model_validate(options or {})
+        self.options = options if isinstance(options, Params) else self.parse_options(options)
+
+    @classmethod
+    def parse_options(cls, options: Mapping[str, Any] | None, section: str | None = None) -> Params:
+        """``options`` validated against :attr:`Options`; a wrong or misspelled key is a one-line
+        :class:`BackendConfigError` naming ``section.key`` and the closest known option."""
+        try:
+            return parse_section(dict(options or {}), section or f"{cls.name}.options", cls.Options)
+        except ParamsError as err:
+            raise BackendConfigError(str(err)) from None
 
     def identity(self) -> str:
         """Pinned model identity for the cache key (name plus revision or weights hash). Override when known."""
@@ -149,10 +158,12 @@ def _load_builtin_and_plugins() -> None:
 
 
 def make_backend(name: str, options: Params | dict[str, Any] | None = None,
-                 secrets: Mapping[str, str] | None = None) -> Backend:
+                 secrets: Mapping[str, str] | None = None, section: str | None = None) -> Backend:
     """Build a backend by name; ``secrets`` maps environment variable names to values (e.g. ``os.environ``), of which
-    the backend keeps only the ones it names in :meth:`Backend.secret_names`."""
-    backend = backend_class(name)(options)
+    the backend keeps only the ones it names in :meth:`Backend.secret_names`. ``section`` is where the options come
+    from in params.yaml (e.g. ``judge.options``), named in the error for a misspelled option."""
+    cls = backend_class(name)
+    backend = cls(options if isinstance(options, Params) else cls.parse_options(options, section))
     if secrets:
         backend.secrets = {k: secrets[k] for k in backend.secret_names() if k in secrets}
     return backend

@@ -15,6 +15,9 @@ import json
 import os
 from pathlib import Path
 
+from pydantic import ValidationError
+
+from saferinstruct.errors import WriteError
 from saferinstruct.llm.base import ChatResult
 
 
@@ -22,6 +25,8 @@ class CallCache:
     def __init__(self, root: Path | str | None):
         self.root = Path(root) if root else None
         self._dirs: set[Path] = set()  # shard directories known to exist
+        # Entries that exist but cannot be used (torn, or written by a version with other fields): read as misses.
+        self.invalid = 0
 
     def _path(self, key: str) -> Path:
         assert self.root is not None
@@ -33,27 +38,35 @@ class CallCache:
         path = self._path(key)
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # not there (a file as cache folder fails at put, named)
             return None
         except (json.JSONDecodeError, UnicodeDecodeError):
-            return None  # a torn entry from an old crash is simply recomputed
-        return ChatResult.model_validate(data).model_copy(update={"cached": True, "cache_key": key})
+            self.invalid += 1  # a torn entry from an old crash is simply recomputed
+            return None
+        try:
+            result = ChatResult.model_validate(data)
+        except ValidationError:
+            self.invalid += 1  # an unknown or missing field: recomputed (and overwritten) like a torn entry
+            return None
+        return result.model_copy(update={"cached": True, "cache_key": key})
 
     def put(self, key: str, result: ChatResult) -> None:
         if self.root is None:
             return
         stored = result.model_copy(update={"cached": False, "cache_key": key})
         path = self._path(key)
-        if path.parent not in self._dirs:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._dirs.add(path.parent)
         tmp = path.with_name(f".{key}.{os.getpid()}.tmp")  # unique enough: one writer per key per process
         try:
+            if path.parent not in self._dirs:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self._dirs.add(path.parent)
             tmp.write_text(stored.model_dump_json(), encoding="utf-8")
             os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
+        except BaseException as err:
+            with contextlib.suppress(FileNotFoundError, NotADirectoryError):
                 os.unlink(tmp)
+            if isinstance(err, OSError):  # a full disk or read-only cache folder: one line, not a traceback
+                raise WriteError(path, err) from None
             raise
 
     def __len__(self) -> int:

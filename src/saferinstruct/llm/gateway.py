@@ -7,12 +7,30 @@ from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from saferinstruct.errors import UserError
 from saferinstruct.llm.base import Backend, ChatRequest, ChatResult, Drain, cache_key
 from saferinstruct.llm.cache import CallCache
 
 
-class BudgetExceeded(RuntimeError):
+class BudgetExceeded(UserError, RuntimeError):
     """Raised after the budget cap is reached; everything paid so far is cached, so a re-run resumes."""
+
+
+class CallsFailed(UserError):
+    """More calls still failed after the backend's retries than the stage allows: it writes nothing, and as failed
+    calls are never cached, the next run pays only for them."""
+
+
+def check_call_errors(stage: str, failed: int, total: int, max_error_fraction: float,
+                      cause: str | None = None) -> int:
+    """A stage's rule for calls that ended as outcome ``error``: up to ``max_error_fraction`` of ``total`` are
+    tolerated (the stage drops those rows and counts them: the returned ``failed``); more raise :class:`CallsFailed`.
+    Provider refusals (content_filter, refused, invalid_prompt) are data, not failures, and never count here."""
+    if failed and failed > max_error_fraction * total:
+        why = f" (last error: {' '.join(cause.split())[:200]})" if cause else ""  # one line, however it reads
+        raise CallsFailed(f"{stage}: {failed} of {total} calls failed after retries{why}; {total - failed} are "
+                          "cached; run `dvc repro` again")
+    return failed
 
 
 @dataclass
@@ -32,9 +50,12 @@ class GatewayStats:
     completion_tokens: int = 0
     cost_usd: float = 0.0
     outcomes: Counter = field(default_factory=Counter)
+    cache_invalid: int = 0  # cache entries that exist but could not be read (torn, unknown fields): recomputed
+    last_error: str | None = None  # the message of the latest failed call, for the stage's error line
 
     def as_dict(self) -> dict:
         return {"requests": self.requests, "calls": self.calls, "cache_hits": self.cache_hits,
+                "cache_invalid": self.cache_invalid,
                 "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
                 "cost_usd": round(self.cost_usd, 6), "outcomes": dict(sorted(self.outcomes.items()))}
 
@@ -48,6 +69,7 @@ class Gateway:
         self.budget_usd = budget_usd
         self.stats = GatewayStats()
         self.identity = backend.identity()
+        self.failed_keys: set[str] = set()  # keys whose latest call failed (outcome error): never cached
 
     def key(self, request: ChatRequest) -> str:
         return cache_key(self.identity, request)
@@ -68,6 +90,7 @@ class Gateway:
             else:
                 misses.setdefault(key, []).append(i)
         self.stats.requests += len(requests)
+        self.stats.cache_invalid = self.cache.invalid
         if misses:
             self._check_budget()
             self._call_misses(requests, misses, results, on_result)
@@ -108,6 +131,10 @@ class Gateway:
         result = result.model_copy(update={"cache_key": key, "cached": False})
         if result.outcome != "error":  # transient failures are not cached: a re-run retries them
             self.cache.put(key, result)
+            self.failed_keys.discard(key)
+        else:
+            self.failed_keys.add(key)
+            self.stats.last_error = result.error
         self._count(result)
         for i in indices:
             results[i] = result

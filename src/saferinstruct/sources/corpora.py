@@ -22,7 +22,7 @@ from saferinstruct.helpful import parse_hh
 from saferinstruct.io import Quarantine
 from saferinstruct.params import Params
 from saferinstruct.records import CATEGORIES, Category
-from saferinstruct.sources.readers import BadField, field_int, field_str, parse_rows
+from saferinstruct.sources.readers import BadField, field_id, field_int, field_str, parse_rows
 
 MODERATION_FLAGS = ("S", "H", "V", "HR", "SH", "S3", "H2", "V2")
 ARTEFACTS = frozenset({"#NAME?", "#VALUE!", "#REF!", "#N/A", "nan", "NaN", "None", "null"})
@@ -201,7 +201,7 @@ def load_user(c: UserCorpus, q: Quarantine | None) -> Iterator[Candidate]:
     def parse(rec: dict) -> Candidate:
         cand = Candidate(0, field_str(rec, c.text_field))
         if c.id_field:
-            cand.key = str(rec.get(c.id_field) or "") or None
+            cand.key = field_id(rec, c.id_field)
         if c.category is not None:
             cand.category = c.category
             return cand

@@ -3,9 +3,10 @@
 Per record, in order: the corpus loader's own verdict (empty text, artefact, unmapped label), whitespace
 normalisation, PII scrubbing, length bounds, evaluation-prompt leakage (the text, or another text of the same record
 such as a Safer-Instruct instruction, equals an evaluation prompt), exact duplicates across all corpora (first kept).
-Then a seeded per-(corpus, category) cap keeps the default run small. Every dropped record becomes a RejectedRow with
-its reason; malformed records are either an error naming file and line or, with ``quarantine: true``, rejects with
-reason ``malformed``.
+A record whose id (its ``id_field`` value, else its line) was already used is rejected as ``duplicate_id`` before
+anything else, so no two rows ever share an id. Then a seeded per-(corpus, category) cap keeps the default run small.
+Every dropped record becomes a RejectedRow with its reason; malformed records are either an error naming file and line
+or, with ``quarantine: true``, rejects with reason ``malformed``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from saferinstruct.params import Params
 from saferinstruct.records import Provenance, RejectedRow, SourceText
 from saferinstruct.sources.corpora import LOADERS, Candidate, Corpus
 from saferinstruct.sources.leakage import EvalFile, eval_prompt_keys
+from saferinstruct.sources.readers import LineKeys
 from saferinstruct.sources.text import match_key, normalise_whitespace, scrub_pii
 
 STAGE = "ingest"
@@ -62,6 +64,7 @@ class _Run:
         self.p = params
         self.eval_keys = eval_prompt_keys(params.eval_files)
         self.seen: dict[str, str] = {}
+        self.id_lines: dict[str, int] = {}  # every id given out so far -> the line it came from
         self.groups: dict[tuple[str, str], list[SourceText]] = defaultdict(list)
         self.result = IngestResult()
         self.reasons: dict[str, Counter] = defaultdict(Counter)
@@ -72,18 +75,21 @@ class _Run:
         self.result.rejected.append(RejectedRow(id=row_id, stage=STAGE, reason=reason, detail=detail, row=row))
 
     def corpus(self, c: Corpus) -> None:
-        quarantine = Quarantine() if self.p.quarantine else None
+        quarantine, line_keys = (Quarantine() if self.p.quarantine else None), LineKeys()
         for cand in LOADERS[c.format](c, quarantine):
             self.read[c.name] += 1
-            self.candidate(c, cand)
+            self.candidate(c, cand, f"{c.name}:{cand.key or line_keys(cand.line)}")
         for bad in quarantine.rows if quarantine else []:
             self.read[c.name] += 1
             self.reject(c.name, f"{c.name}:{bad.line}", "malformed", bad.error,
                         {"file": bad.file, "line": bad.line, "raw": bad.raw[:_SHOWN]})
 
-    def candidate(self, c: Corpus, cand: Candidate) -> None:
-        row_id = f"{c.name}:{cand.key or cand.line}"
+    def candidate(self, c: Corpus, cand: Candidate, row_id: str) -> None:
         shown = {"corpus": c.name, "line": cand.line, "text": cand.text[:_SHOWN]}
+        if row_id in self.id_lines:  # a later stage keys rows by id: a second row would overwrite the first
+            return self.reject(c.name, row_id, "duplicate_id", f"id already used on line {self.id_lines[row_id]}",
+                               shown)
+        self.id_lines[row_id] = cand.line
         if cand.reject:
             return self.reject(c.name, row_id, *cand.reject, shown)
         text = normalise_whitespace(cand.text, c.unescape_html)

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from saferinstruct.io import Quarantine, RowError
+from saferinstruct.io import BadJSON, Quarantine, RowError, check_unicode, loads_json, require_file
 
 T = TypeVar("T")
 _BOM = b"\xef\xbb\xbf"
@@ -93,18 +93,20 @@ def _jsonl_records(path: Path) -> Iterator[tuple[int, dict | _Malformed, str]]:
                 continue
             shown = raw.decode("utf-8", errors="replace")
             try:
-                obj = json.loads(raw.decode("utf-8"))
+                obj = loads_json(raw.decode("utf-8"))
             except UnicodeDecodeError as err:
                 yield lineno, _Malformed(f"invalid UTF-8 at byte {err.start}"), shown
                 continue
-            except json.JSONDecodeError as err:
-                yield lineno, _Malformed(f"bad JSON: {err.msg} (column {err.colno})"), shown
+            except BadJSON as err:
+                yield lineno, _Malformed(str(err)), shown
                 continue
             yield lineno, obj if isinstance(obj, dict) else _Malformed("expected a JSON object"), shown
 
 
 def _json_array_records(path: Path) -> Iterator[tuple[int, dict | _Malformed, str]]:
-    """Items of a top-level JSON array, each with the line it starts on (parsed one item at a time)."""
+    """Items of a top-level JSON array, each with the line it starts on (parsed one item at a time). An item holding
+    a lone surrogate is a malformed record; one that does not parse (or nests too deeply), or anything after the
+    closing bracket, fails the whole file."""
     data = path.read_bytes()
     try:
         text = data.decode("utf-8-sig")
@@ -119,9 +121,9 @@ def _json_array_records(path: Path) -> Iterator[tuple[int, dict | _Malformed, st
             raise json.JSONDecodeError("expected a JSON array", text, pos)
         pos = _skip_ws(text, pos + 1)
         while pos < len(text) and text[pos] != "]":
-            obj, end = decoder.raw_decode(text, pos)
+            obj, end = _decode_item(decoder, text, pos)
             line, counted = line + text.count("\n", counted, pos), pos
-            yield line, obj if isinstance(obj, dict) else _Malformed("expected a JSON object"), text[pos:end]
+            yield line, _checked_object(obj, text[pos:end]), text[pos:end]
             pos = _skip_ws(text, end)
             if pos < len(text) and text[pos] == ",":
                 pos = _skip_ws(text, pos + 1)
@@ -129,8 +131,27 @@ def _json_array_records(path: Path) -> Iterator[tuple[int, dict | _Malformed, st
                 raise json.JSONDecodeError("expected ',' or ']'", text, min(pos, len(text) - 1))
         if pos >= len(text):
             raise json.JSONDecodeError("unterminated array", text, len(text) - 1)
+        if _skip_ws(text, pos + 1) < len(text):  # a second value after the array would be silently dropped
+            raise json.JSONDecodeError("extra content after the top-level array", text, _skip_ws(text, pos + 1))
     except json.JSONDecodeError as err:
         raise RowError(path, err.lineno, f"bad JSON: {err.msg} (column {err.colno})") from None
+
+
+def _decode_item(decoder: json.JSONDecoder, text: str, pos: int) -> tuple[object, int]:
+    try:
+        return decoder.raw_decode(text, pos)
+    except RecursionError:  # the item's end is unknown, so the rest of the array cannot be read either
+        raise json.JSONDecodeError("nested too deeply", text, pos) from None
+
+
+def _checked_object(obj: object, source: str) -> dict | _Malformed:
+    if not isinstance(obj, dict):
+        return _Malformed("expected a JSON object")
+    try:
+        check_unicode(obj, source)
+    except BadJSON as err:
+        return _Malformed(str(err))
+    return obj
 
 
 def _skip_ws(text: str, pos: int) -> int:
@@ -140,14 +161,13 @@ def _skip_ws(text: str, pos: int) -> int:
 
 
 def parse_rows(path: Path | str, parse: Callable[[dict], T | None], quarantine: Quarantine | None = None,
-               fmt: str = "auto", required: Sequence[str] = ()) -> Iterator[tuple[int, T]]:
+               fmt: str = "auto", required: Sequence[str] = (), allow_empty: bool = False) -> Iterator[tuple[int, T]]:
     """Yield ``(line, parse(record))`` for every record of a raw file; ``parse`` returning None skips the record.
 
     ``required`` CSV columns are checked against the header; for JSON formats ``parse`` raises :class:`BadField`.
+    A file without records is an error unless ``allow_empty`` (the caller then says what is empty).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise RowError(path, None, "file not found")
+    path = require_file(path)
     fmt = detect_format(path) if fmt == "auto" else fmt
     records = {"csv": lambda: _csv_records(path, required), "jsonl": lambda: _jsonl_records(path),
                "json": lambda: _json_array_records(path)}[fmt]()
@@ -168,7 +188,7 @@ def parse_rows(path: Path | str, parse: Callable[[dict], T | None], quarantine: 
                 yield line, out
     except (gzip.BadGzipFile, EOFError, zlib.error) as err:
         raise RowError(path, None, f"not a valid gzip file ({err})") from None
-    if seen == 0:
+    if seen == 0 and not allow_empty:
         raise RowError(path, None, "file is empty (no rows)")
 
 
@@ -195,3 +215,25 @@ def field_int(rec: dict, name: str) -> int:
         return int(value)
     except ValueError:
         raise BadField(name, f"expected an integer, got {value[:40]!r}") from None
+
+
+def field_id(rec: dict, name: str) -> str | None:
+    """A record's own id (a string or integer field), or None when it is absent or empty."""
+    value = rec.get(name)
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise BadField(name, f"expected a string or integer id, got {type(value).__name__}")
+    return str(value)
+
+
+class LineKeys:
+    """Keys for records that have no id of their own, made from the line they start on and never repeated: the line,
+    then ``<line>_2``, ``<line>_3``... for further records starting on that line (a JSON array written on one line)."""
+
+    def __init__(self) -> None:
+        self._seen: dict[int, int] = {}
+
+    def __call__(self, line: int) -> str:
+        n = self._seen[line] = self._seen.get(line, 0) + 1
+        return str(line) if n == 1 else f"{line}_{n}"

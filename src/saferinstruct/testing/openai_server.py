@@ -8,12 +8,18 @@
 
 Replies are deterministic (derived from the prompt, or from ``responder``); usage counts whitespace tokens, so tests
 can predict cost. Every chat request is logged (arrival time, last user message, fault served) for assertions.
+
+``echo_label`` makes it a judge that quotes what it judges: the reply repeats the last user message, data blocks and
+all, then gives its own verdict (a JSON object or a ``label:`` line); asked for ``response_format``, it answers the
+JSON verdict alone, its rationale quoting the message. ``reject_response_format`` answers any request carrying
+``response_format`` with HTTP 400, as servers without structured output do.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -23,7 +29,7 @@ from typing import Any, Literal
 from aiohttp import web
 
 Fault = Literal["429", "500", "slow", "malformed", "no_choices", "content_filter", "content_policy", "invalid_prompt",
-                "refusal", "401"]
+                "refusal", "401", "400"]
 
 
 @dataclass
@@ -62,13 +68,16 @@ def default_reply(messages: list[dict[str, Any]]) -> str:
 class OpenAIServer:
     def __init__(self, latency_s: float = 0.0, model: str = "test-model", api_key: str | None = None,
                  responder: Callable[[list[dict[str, Any]]], str] | None = None, slow_s: float = 5.0,
-                 keep_bodies: bool = True):
+                 keep_bodies: bool = True, echo_label: str | None = None,
+                 echo_format: Literal["json", "line"] = "json", reject_response_format: bool = False):
         self.latency_s = latency_s
         self.model = model
         self.api_key = api_key  # when set, requests with another bearer token get a 401
         self.responder = responder or default_reply
         self.slow_s = slow_s  # how long a "slow" fault stalls (set it past the client's timeout)
         self.keep_bodies = keep_bodies
+        self.echo_label, self.echo_format = echo_label, echo_format
+        self.reject_response_format = reject_response_format
         self.rules: list[FaultRule] = []
         self.log: list[LoggedRequest] = []
         self.in_flight = self.max_in_flight = 0  # concurrent chat requests now / at the peak
@@ -194,25 +203,40 @@ class OpenAIServer:
             return _error(429, "Rate limit reached.", "requests", "rate_limit_exceeded", headers)
         if fault == "500":
             return _error(500, "The server had an error.", "server_error", None)
+        if fault == "400":  # a request the server will not take, whatever the prompt
+            return _error(400, "Invalid value for 'top_p'.", "invalid_request_error", None)
         if fault == "content_policy":
             return _error(400, "Your request was rejected as a result of our safety system.", "invalid_request_error",
                           "content_policy_violation")
         if fault == "invalid_prompt":
             return _error(400, "Invalid prompt: your prompt was flagged as potentially violating our usage policy.",
                           "invalid_request_error", "invalid_prompt")
+        if self.reject_response_format and "response_format" in body:
+            return _error(400, "Unrecognized request argument supplied: response_format", "invalid_request_error",
+                          None)
         if fault == "malformed":
             return web.Response(status=200, text='{"id": "x", "choices": [', content_type="application/json")
         if fault == "no_choices":  # valid JSON, wrong shape
             return web.json_response({"id": "chatcmpl-test", "object": "chat.completion", "choices": []})
         if fault == "slow":
             await asyncio.sleep(self.slow_s)
-        text = self.responder(messages)
+        text = self._reply(messages, structured="response_format" in body)
         finish, refusal = "stop", None
         if fault == "content_filter":
             text, finish = "", "content_filter"
         elif fault == "refusal":
             text, refusal = None, "I'm sorry, I cannot help with that."
         return web.json_response(_completion(body.get("model", self.model), messages, text, finish, refusal))
+
+    def _reply(self, messages: list[dict[str, Any]], structured: bool) -> str:
+        if self.echo_label is None:
+            return self.responder(messages)
+        user = last_user(messages)
+        verdict = {"label": self.echo_label, "score": 0.9, "rationale": "the echo judge's own verdict"}
+        if structured:
+            return json.dumps({**verdict, "rationale": f"I was shown: {user}"})
+        own = json.dumps(verdict) if self.echo_format == "json" else f"label: {self.echo_label}"
+        return f"You asked me to judge this:\n{user}\n\nMy verdict:\n{own}"
 
 
 def _error(status: int, message: str, type_: str, code: str | None,
