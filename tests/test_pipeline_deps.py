@@ -120,6 +120,22 @@ def test_no_whole_package_deps(name):
     assert not bad, f"stage {name}: dep {bad} is the whole package; list the modules it imports"
 
 
+@pytest.mark.parametrize("name", sorted(STAGES))
+def test_no_source_directory_deps(name):
+    """A directory dep under src/ re-runs the stage for modules it never imports (and, before .dvcignore covered
+    bytecode, for every __pycache__ write): list module files instead."""
+    deps = [str(d).rstrip("/") for d in STAGES[name].get("deps") or []]
+    dirs = sorted(d for d in deps if d.startswith("src/") and (REPO / d).is_dir())
+    assert not dirs, f"stage {name}: deps {dirs} are directories; list the module files the stage imports " \
+                     f"(tests/test_pipeline_deps.py: transitive_module_files)"
+
+
+def test_dvcignore_ignores_bytecode():
+    """Bytecode written by an import must not change any dep's hash: .dvcignore covers it everywhere."""
+    patterns = {line.strip() for line in (REPO / ".dvcignore").read_text().splitlines()}
+    assert {"__pycache__/", "*.pyc"} <= patterns, ".dvcignore: add '__pycache__/' and '*.pyc'"
+
+
 @pytest.mark.parametrize("name", sorted(STAGE_FILE_STAGES))
 def test_deps_cover_imports(name):
     block = STAGE_FILE_STAGES[name]

@@ -9,7 +9,7 @@ import yaml
 from click.testing import CliRunner
 from conftest import FIXTURES, REPO
 
-from saferinstruct.hashing import hash_split
+from saferinstruct.hashing import in_holdout
 from saferinstruct.instructions import ReversePairsParams, build_reverse_pairs
 from saferinstruct.io import read_rows
 from saferinstruct.records import RejectedRow, ReversePair
@@ -52,11 +52,34 @@ def test_split_is_deterministic_and_stable():
     a, b = build_reverse_pairs(params()), build_reverse_pairs(params())
     assert [r.id for r in a.val] == [r.id for r in b.val] and len(a.val) == 2 and len(a.train) == 6
     assert not {r.id for r in a.val} & {r.id for r in a.train}
-    ids = [f"x{i}" for i in range(200)]
-    base = hash_split(ids, 0.1, seed=0)
-    assert len(base) == 20 and hash_split(list(reversed(ids)), 0.1, seed=0) == base  # order-independent
-    assert len(hash_split(ids + ["new"], 0.1, seed=0) ^ base) <= 2  # one more row barely moves the split
-    assert hash_split(ids, 0.1, seed=1) != base
+
+
+def _split(ids: list[str], fraction: float, salt) -> set[str]:
+    return {i for i in ids if in_holdout(i, fraction, salt)}
+
+
+def test_rows_never_move_between_splits_when_rows_are_added_or_removed():
+    ids = [f"x{i}" for i in range(2000)]
+    base = _split(ids, 0.1, 0)
+    assert 0.08 <= len(base) / len(ids) <= 0.12  # the fraction is honoured on average
+    grown = ids + [f"new{i}" for i in range(500)]
+    shrunk = ids[::3]
+    for version in (grown, shrunk, list(reversed(ids))):
+        held = _split(version, 0.1, 0)
+        moved = {i for i in set(version) & set(ids) if (i in held) != (i in base)}
+        assert not moved, f"{len(moved)} surviving rows changed split"
+    assert _split(ids, 0.1, 1) != base  # the salt (seed) picks another split
+    assert not _split(ids, 0.0, 0) and _split(ids, 1.0, 0) == set(ids)
+
+
+def test_reverse_pairs_split_stable_when_a_dataset_changes():
+    """The stage-level view: dropping a dataset leaves every other row in the split it had."""
+    full = build_reverse_pairs(params(val_fraction=0.5))
+    fewer = build_reverse_pairs(params(val_fraction=0.5, datasets=datasets()[:2]))
+    val_full, val_fewer = {r.id for r in full.val}, {r.id for r in fewer.val}
+    survivors = {r.id for r in fewer.train + fewer.val}
+    assert survivors < {r.id for r in full.train + full.val}
+    assert {i for i in survivors if (i in val_full) != (i in val_fewer)} == set()
 
 
 def test_length_bounds_and_cap():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
 from pathlib import Path
 
 _CHUNK = 1 << 20
@@ -31,13 +30,11 @@ def text_sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def hash_split(ids: Iterable[str], fraction: float, seed: int | str = 0) -> set[str]:
-    """The ids of a deterministic held-out split: the round(n * fraction) ids with the smallest seeded hash.
+def in_holdout(row_id: str, fraction: float, salt: int | str = 0) -> bool:
+    """Whether a row belongs to a held-out split: its seeded hash, read as a number in [0, 1), is below ``fraction``.
 
-    Each id's rank depends only on (seed, id), so adding or removing a row moves at most a row or two across the
-    split instead of reshuffling it, and the split never depends on row order.
+    The answer depends only on (salt, id, fraction), never on the other rows or their order, so adding or removing
+    rows never moves another row across the split (a top-k rank would); the held-out share is ``fraction`` on
+    average, not exactly.
     """
-    ids = list(dict.fromkeys(ids))
-    k = round(len(ids) * fraction)
-    ranked = sorted(ids, key=lambda i: text_sha256(f"{seed}:{i}"))
-    return set(ranked[:k])
+    return int(text_sha256(f"{salt}\x00{row_id}")[:8], 16) / 0x1_0000_0000 < fraction

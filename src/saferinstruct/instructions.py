@@ -6,9 +6,10 @@ One loader per format: ``alpaca`` (instruction / input / output; the input is ap
 ``messages`` with role/content: the first user turn and the assistant turn after it) and ``hh_rlhf`` (Anthropic
 hh-rlhf transcripts: the first Human question and the first answer of the chosen transcript, the chat-shaped
 questions the other formats lack). Texts are kept verbatim apart
-from outer whitespace (responses hold code). Pairs outside the length bounds, duplicates and pairs whose instruction
-is an evaluation prompt are rejected with a reason; a seeded per-dataset sample keeps the default small; the
-train/val split is by seeded hash of the id.
+from outer whitespace (responses hold code). A pair's id is the dataset name and the record's own id (Self-Instruct)
+or its line, plus the instance number (Self-Instruct); an id already used is rejected as ``duplicate_id``. Pairs
+outside the length bounds, duplicates and pairs whose instruction is an evaluation prompt are rejected with a reason; a
+seeded per-dataset sample keeps the default small; the train/val split is by seeded hash of the id.
 """
 
 from __future__ import annotations
@@ -21,13 +22,13 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from saferinstruct.hashing import hash_split
+from saferinstruct.hashing import in_holdout
 from saferinstruct.helpful import parse_hh
 from saferinstruct.io import Quarantine
 from saferinstruct.params import Params
 from saferinstruct.records import RejectedRow, ReversePair
 from saferinstruct.sources.leakage import EvalFile, eval_prompt_keys
-from saferinstruct.sources.readers import BadField, field_str, parse_rows
+from saferinstruct.sources.readers import BadField, LineKeys, field_id, field_str, parse_rows
 from saferinstruct.sources.text import match_key
 
 STAGE = "reverse_pairs"
@@ -67,10 +68,11 @@ class ReversePairsParams(Params):
 
 @dataclass
 class _Pair:
-    key: str
+    key: str  # the record's own id, "" for none (the line stands in)
     instruction: str
     response: str
     reject: tuple[str, str] | None = None
+    part: int | None = None  # which of the record's pairs (Self-Instruct instances)
 
 
 def _join(instruction: str, extra: str) -> str:
@@ -96,7 +98,8 @@ def _selfinstruct(rec: dict) -> list[_Pair]:
     instruction, instances = field_str(rec, "instruction"), rec.get("instances")
     if not isinstance(instances, list) or not all(isinstance(i, dict) for i in instances):
         raise BadField("instances", "expected a list of {input, output} objects")
-    return [_Pair(f"{rec.get('id', '')}.{k}", _join(instruction, field_str(inst, "input")), field_str(inst, "output"))
+    own_id = field_id(rec, "id") or ""
+    return [_Pair(own_id, _join(instruction, field_str(inst, "input")), field_str(inst, "output"), part=k)
             for k, inst in enumerate(instances)]
 
 
@@ -126,10 +129,14 @@ _PARSERS = {"alpaca": _alpaca, "lima": _lima, "selfinstruct": _selfinstruct, "me
             "hh_rlhf": _hh_rlhf}
 
 
-def _load(ds: InstructionDataset, quarantine: Quarantine | None) -> Iterator[tuple[str, _Pair]]:
+def _load(ds: InstructionDataset, quarantine: Quarantine | None) -> Iterator[tuple[str, int, _Pair]]:
+    """``(id, line, pair)`` per pair: ``<dataset>:<record id or line>[.<instance>]``."""
+    line_keys = LineKeys()
     for line, pairs in parse_rows(ds.path, _PARSERS[ds.format], quarantine, fmt=ds.file_format):
+        where = line_keys(line)
         for pair in pairs:
-            yield f"{ds.name}:{pair.key or line}", pair
+            row_id = f"{ds.name}:{pair.key or where}"
+            yield (row_id if pair.part is None else f"{row_id}.{pair.part}"), line, pair
 
 
 @dataclass
@@ -161,6 +168,7 @@ def _check(p: ReversePairsParams, pair: _Pair, eval_keys: set[str], seen: dict[s
 class _Run:
     def __init__(self, p: ReversePairsParams):
         self.p, self.eval_keys, self.seen = p, eval_prompt_keys(p.eval_files), {}
+        self.id_lines: dict[str, int] = {}  # every id given out so far -> the line it came from
         self.res, self.reasons, self.read = ReversePairsResult(), {}, Counter()
 
     def reject(self, ds: str, row_id: str, reason: str, detail: str, row: dict) -> None:
@@ -169,9 +177,12 @@ class _Run:
 
     def dataset(self, ds: InstructionDataset) -> list[ReversePair]:
         quarantine, ok = (Quarantine() if self.p.quarantine else None), []
-        for row_id, pair in _load(ds, quarantine):
+        for row_id, line, pair in _load(ds, quarantine):
             self.read[ds.name] += 1
-            why = _check(self.p, pair, self.eval_keys, self.seen, row_id)
+            # a later stage keys rows by id: a second pair under one id would overwrite the first
+            why = ("duplicate_id", f"id already used on line {self.id_lines[row_id]}") if row_id in self.id_lines \
+                else _check(self.p, pair, self.eval_keys, self.seen, row_id)
+            self.id_lines.setdefault(row_id, line)
             if why:
                 shown = {"instruction": pair.instruction[:_SHOWN], "response": pair.response[:_SHOWN]}
                 self.reject(ds.name, row_id, *why, shown)
@@ -208,7 +219,7 @@ def build_reverse_pairs(p: ReversePairsParams) -> ReversePairsResult:
     """All configured datasets -> filtered, sampled, split reverse pairs; rejects carry their reason."""
     run = _Run(p)
     kept = [row for ds in p.datasets for row in run.dataset(ds)]
-    val_ids = hash_split([r.id for r in kept], p.val_fraction, p.seed)
+    val_ids = {r.id for r in kept if in_holdout(r.id, p.val_fraction, p.seed)}  # stable across added/removed rows
     run.res.train = [r for r in kept if r.id not in val_ids]
     run.res.val = [r for r in kept if r.id in val_ids]
     run.res.stats = run.stats()

@@ -21,7 +21,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from saferinstruct.hashing import hash_split
+from saferinstruct.hashing import in_holdout
 from saferinstruct.helpful import HelpfulSource, load_helpful
 from saferinstruct.io import Quarantine, RowError
 from saferinstruct.params import Params
@@ -283,7 +283,8 @@ def build_preferences(p: PreferenceParams, data: Inputs, embedder=None) -> Prefe
         helpful = _contrast(helpful, safety, p.seed)
     res = b.res
     for kind, pairs in (("safety", safety), ("helpful", helpful)):
-        test_ids = hash_split([x.id for x in pairs], p.test_fraction, f"{p.seed}:{kind}")
+        # by id hash against test_fraction: a row keeps its split whatever rows are added or removed around it
+        test_ids = {x.id for x in pairs if in_holdout(x.id, p.test_fraction, f"{p.seed}:{kind}")}
         res.train += [_render(x, p.format) for x in pairs if x.id not in test_ids]
         res.test += [_render(x, p.format) for x in pairs if x.id in test_ids]
     res.models = {"induction": sorted({i.model for i in data.instructions}),

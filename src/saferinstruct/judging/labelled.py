@@ -18,7 +18,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from saferinstruct.hashing import text_sha256
+from saferinstruct.hashing import in_holdout as _hash_in_holdout
 from saferinstruct.io import RowError
 
 TEXT_FIELDS = ("instruction", "prompt", "goal")
@@ -102,9 +102,8 @@ class TrainingSet:
 
 
 def in_holdout(text: str, fraction: float, seed: int) -> bool:
-    """A split by content hash: stable whatever the order or the other rows are."""
-    h = int(text_sha256(f"{seed}\x00{normalise_text(text)}")[:8], 16)
-    return h / 0x1_0000_0000 < fraction
+    """A split by content hash (of the normalised text): stable whatever the order or the other rows are."""
+    return _hash_in_holdout(normalise_text(text), fraction, seed)
 
 
 def build_training_set(prompts: Sequence[Prompt], eval_prompts: Sequence[Prompt], holdout_fraction: float,

@@ -1,0 +1,45 @@
+"""Stage summarize: the headline numbers (metrics/summary.json) and the per-stage funnel (metrics/funnel.json) from
+every stage's stats and the evaluation metrics: what `dvc exp show` / `make compare` put side by side."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from saferinstruct.io import RowError, output_set, read_json
+from saferinstruct.stageutil import clean_errors
+from saferinstruct.summary import flat_names, funnel, headline
+
+
+def _read_stats(paths: tuple[str, ...]) -> dict[str, dict]:
+    """Stage name (the file's stem) -> its stats document."""
+    out: dict[str, dict] = {}
+    for path in paths:
+        doc = read_json(path)
+        if not isinstance(doc, dict):
+            raise RowError(path, None, "a stats file holds one JSON object; re-run its stage")
+        out[Path(path).stem] = doc
+    return out
+
+
+@click.command()
+@click.option("--stats", "stats_paths", multiple=True, required=True, help="stats/<stage>.json, once per stage.")
+@click.option("--eval-metrics", default="metrics/eval.json", show_default=True)
+@click.option("--summary", "summary_path", default="metrics/summary.json", show_default=True)
+@click.option("--funnel", "funnel_path", default="metrics/funnel.json", show_default=True)
+@clean_errors
+def main(stats_paths: tuple[str, ...], eval_metrics: str, summary_path: str, funnel_path: str) -> None:
+    stats = _read_stats(stats_paths)
+    evaluation = read_json(eval_metrics)
+    if not isinstance(evaluation, dict):
+        raise RowError(eval_metrics, None, "expected the evaluate stage's JSON object; re-run evaluate")
+    summary, stages = headline(stats, evaluation), funnel(stats)
+    with output_set() as out:  # both files change together, or neither
+        out.json(summary_path, summary)
+        out.json(funnel_path, stages)
+    click.echo(f"summarize: {len(flat_names(summary))} headline numbers, funnel of {len(stages)} stages")
+
+
+if __name__ == "__main__":
+    main()
