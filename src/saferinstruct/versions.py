@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import json
 import tempfile
+import textwrap
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from saferinstruct.funnel_table import StageRow, render_funnel_table, summarise_stage
 from saferinstruct.io import RowError, read_rows
 from saferinstruct.records import PreferencePair, Verdict
 
@@ -90,11 +92,43 @@ class _Source:
         return json.loads(self.text(path))
 
     def stage_order(self) -> list[str]:
-        """Stage names in dvc.yaml order, so the funnel reads in pipeline order (empty without a dvc.yaml)."""
+        """Stage names in data-flow order, so the funnel reads as the data moves (empty without a dvc.yaml)."""
         if not self.exists("dvc.yaml"):
             return []
         doc = yaml.safe_load(self.text("dvc.yaml")) or {}
-        return list(doc.get("stages") or {}) if isinstance(doc, dict) else []
+        stages = doc.get("stages") if isinstance(doc, dict) else None
+        return data_flow_order(stages) if isinstance(stages, dict) else []
+
+
+def _paths(entries: Any) -> list[str]:
+    """Paths of a dvc.yaml deps/outs list, whose items are strings or ``{path: options}``."""
+    out: list[str] = []
+    for entry in entries if isinstance(entries, list) else []:
+        if isinstance(entry, str):
+            out.append(entry)
+        elif isinstance(entry, dict):
+            out += [str(k) for k in entry]
+    return out
+
+
+def _overlaps(a: str, b: str) -> bool:
+    a, b = a.rstrip("/"), b.rstrip("/")
+    return a == b or a.startswith(b + "/") or b.startswith(a + "/")
+
+
+def data_flow_order(stages: dict[str, Any]) -> list[str]:
+    """Topological order of dvc.yaml stages (a stage after the stages whose outs it depends on); ties and cycles
+    keep dvc.yaml's order."""
+    names = list(stages)
+    spec = {n: stages[n] if isinstance(stages[n], dict) else {} for n in names}
+    outs = {n: _paths(spec[n].get("outs")) for n in names}
+    needs = {n: {m for m in names if m != n and any(_overlaps(d, o) for d in _paths(spec[n].get("deps"))
+                                                     for o in outs[m])} for n in names}
+    order: list[str] = []
+    while len(order) < len(names):
+        ready = [n for n in names if n not in order and needs[n] <= set(order)]
+        order.append(ready[0] if ready else next(n for n in names if n not in order))
+    return order
 
 
 def load_version(spec: str, repo: str = ".") -> Version:
@@ -201,6 +235,8 @@ def version_stats(v: Version) -> dict:
             "splits": {s: {"rows": len(rows), "categories": dict(sorted(_categories(rows).items()))}
                        for s, rows in v.splits.items()},
             "funnel": {stage: flatten(v.stats[stage]) for stage in _in_order(set(v.stats), v.stage_order)},
+            "funnel_table": [asdict(summarise_stage(stage, v.stats[stage]))
+                             for stage in _in_order(set(v.stats), v.stage_order)],
             "verdicts": dict(sorted(verdict_labels.items())) if verdict_labels is not None else None,
             "missing": v.missing}
 
@@ -256,17 +292,21 @@ def render_diff(d: dict, show_timing: bool = False) -> str:
     return "\n".join(out)
 
 
-def render_stats(s: dict) -> str:
-    out = [f"version {s['version']}"]
+def _wrapped(text: str, width: int) -> list[str]:
+    return textwrap.wrap(text, width, subsequent_indent="  ", break_on_hyphens=False) or [""]
+
+
+def render_stats(s: dict, width: int = 100) -> str:
+    """One version for a terminal ``width`` columns wide: rows per split and category, the funnel as a table (one
+    row per stage in data-flow order; every number is in ``--json``), verdict labels."""
+    out = _wrapped(f"version {s['version']}", width)
     for split, info in s["splits"].items():
         out.append(f"\n[{split}] {info['rows']} rows")
-        out += [f"  {cat:<24} {n:>6}" for cat, n in info["categories"].items()]
-    out.append("\n[funnel]")
-    for stage, values in s["funnel"].items():
-        shown = ", ".join(f"{k}={_num(v)}" for k, v in values.items() if "seconds" not in k)
-        out.append(f"  {stage}: {shown}")
+        out += [f"  {_short(cat, 40):<24} {n:>6}" for cat, n in info["categories"].items()]
+    out.append("\n[funnel] stats/*.json in data-flow order (cost in USD; full counts: --json)")
+    out.append(render_funnel_table([StageRow(**row) for row in s["funnel_table"]], width))
     if s["verdicts"] is not None:
-        out.append("\n[verdicts] " + ", ".join(f"{k}={n}" for k, n in s["verdicts"].items()))
+        out += ["", *_wrapped("[verdicts] " + ", ".join(f"{k}={n}" for k, n in s["verdicts"].items()), width)]
     if s["missing"]:
-        out.append(f"\nmissing: {', '.join(s['missing'])}")
+        out += ["", *_wrapped(f"missing: {', '.join(s['missing'])}", width)]
     return "\n".join(out)
