@@ -25,11 +25,11 @@ from typing import Any, Literal
 from pydantic import Field
 
 from saferinstruct.expert import answer_text, expert_options
-from saferinstruct.judging.refusal import classify_refusal, degenerate
 from saferinstruct.llm.base import ChatRequest, GenerationParams, Message, make_backend
-from saferinstruct.llm.gateway import Gateway
+from saferinstruct.llm.gateway import Gateway, check_call_errors
 from saferinstruct.params import Params
 from saferinstruct.records import ChatTurn, PreferencePair, as_text
+from saferinstruct.response_rules import classify_refusal, degenerate
 
 
 class OnPolicyParams(Params):
@@ -43,6 +43,9 @@ class OnPolicyParams(Params):
     generation: GenerationParams = Field(default_factory=lambda: GenerationParams(max_tokens=64))
     trim_truncated: bool = True  # an answer cut by max_tokens is trimmed back to its last full sentence
     min_chars: int = Field(default=20, ge=1)  # shorter answers are not used as a side
+    # Share of calls that may still fail after retries: those pairs are dropped (counted under dropped.call_error);
+    # above it the stage fails and writes nothing.
+    max_error_fraction: float = Field(default=0.0, ge=0.0, le=1.0)
 
 
 @dataclass
@@ -77,6 +80,15 @@ def fit(pair: PreferencePair, answer: str, params: OnPolicyParams) -> tuple[str 
     return want, "policy"
 
 
+def _drop_failed_calls(out: dict[str, list[PreferencePair]], results: Mapping[tuple[Message, ...], Any]) -> int:
+    """Remove (in place) the pairs whose policy call failed after its retries; returns how many."""
+    n = 0
+    for name, rows in out.items():
+        out[name] = [p for p in rows if results[prompt_messages(p.prompt)].outcome != "error"]
+        n += len(rows) - len(out[name])
+    return n
+
+
 def onpolicy_pairs(splits: Mapping[str, Sequence[PreferencePair]], params: OnPolicyParams,
                    cache_dir: str | None, default_model: str | None = None,
                    secrets: Mapping[str, str] | None = None) -> OnPolicyRun:
@@ -85,7 +97,8 @@ def onpolicy_pairs(splits: Mapping[str, Sequence[PreferencePair]], params: OnPol
     wanted = params.helpful_chosen == "policy" or params.safety_rejected == "policy"
     if not wanted or not any(out.values()):
         return OnPolicyRun(out, {"pairs": {k: len(v) for k, v in out.items()}, "replaced": {}, "kept_original": {}})
-    backend = make_backend(params.backend, expert_options(params, default_model), secrets=secrets)
+    backend = make_backend(params.backend, expert_options(params, default_model), secrets=secrets,
+                           section="onpolicy.options")
     gateway = Gateway(backend, cache_dir=cache_dir)
     requests: dict[tuple[Message, ...], ChatRequest] = {}
     for rows in out.values():
@@ -96,6 +109,9 @@ def onpolicy_pairs(splits: Mapping[str, Sequence[PreferencePair]], params: OnPol
         results = dict(zip(requests, gateway.complete(list(requests.values())), strict=True))
     finally:
         gateway.close()
+    check_call_errors("onpolicy_pairs", sum(r.outcome == "error" for r in results.values()), len(results),
+                      params.max_error_fraction, gateway.stats.last_error)
+    failed = _drop_failed_calls(out, results)
     replaced, kept = Counter(), Counter()
     for name, rows in out.items():
         for i, pair in enumerate(rows):
@@ -112,4 +128,5 @@ def onpolicy_pairs(splits: Mapping[str, Sequence[PreferencePair]], params: OnPol
     return OnPolicyRun(out, {
         "pairs": {k: len(v) for k, v in out.items()}, "prompts": len(requests),
         "replaced": dict(sorted(replaced.items())), "kept_original": dict(sorted(kept.items())),
-        "policy_model": gateway.identity, "gateway": gateway.stats.as_dict()})
+        "dropped": {"call_error": failed} if failed else {}, "policy_model": gateway.identity,
+        "gateway": gateway.stats.as_dict()})
