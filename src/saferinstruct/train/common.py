@@ -25,6 +25,7 @@ from saferinstruct.params import Params
 AccelerateConfig = Literal["none", "single_gpu", "multi_gpu_ddp", "fsdp", "deepspeed_zero3"]
 CONFIG_NAME = "training_config.json"
 _NOT_WEIGHTS = {CONFIG_NAME, "training_args.bin"}  # files that describe a run, not the model it produced
+_TIMING_SUFFIXES = ("_runtime", "_per_second")  # train_runtime, train_samples_per_second, eval_steps_per_second...
 _VERSIONED = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "dvclive")
 
 
@@ -54,6 +55,9 @@ class TrainParams(Params):
     # faster steps where the CPU computes bf16 natively (AVX512-BF16 or AMX; bench/cpu_bf16.py tells), far slower
     # where it does not
     precision: Literal["auto", "float32", "bf16"] = "auto"
+    # intra-op CPU threads; null: torch's default (the machine's cores). A fixed number makes CPU training give the same
+    # bits on machines with other core counts (1, 2 and 4 threads agreed to the bit here, 8 did not: docs/training.md)
+    threads: int | None = Field(default=None, ge=1)
 
 
 def use_bf16(p: TrainParams) -> bool:
@@ -70,8 +74,29 @@ def on_gpu() -> bool:
     return torch.cuda.is_available()
 
 
+def make_deterministic(seed: int, threads: int | None = None) -> None:
+    """Same machine, same inputs -> bit-identical weights (measured: docs/training.md, "Determinism"). Seeds python,
+    numpy and torch before the trainer wraps LoRA adapters (their init draws from torch's RNG; the Trainer only seeds
+    after), and makes torch pick deterministic kernels: on CPU the ones it uses already are, on a GPU this rules out
+    atomics-based reductions. warn_only: an op with no deterministic kernel warns rather than stopping a long run."""
+    import os
+
+    import torch
+    from transformers import set_seed
+
+    # cuBLAS reads this when it first initialises (no GPU work has happened yet): a fixed workspace, fixed reductions
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    set_seed(seed)
+    if threads is not None:
+        torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False  # autotuning may pick a different kernel each run
+
+
 def trainer_kwargs(p: TrainParams, output_dir: Path) -> dict[str, Any]:
-    """Arguments shared by SFTConfig and DPOConfig. trl defaults to bf16 + gradient checkpointing: both only on GPU."""
+    """Arguments shared by SFTConfig and DPOConfig. trl defaults to bf16 + gradient checkpointing: both only on GPU.
+    Called before the trainer is built, so it also puts torch in deterministic mode (``make_deterministic``)."""
+    make_deterministic(p.seed, p.threads)
     gpu = on_gpu()
     return dict(
         output_dir=str(output_dir), learning_rate=p.lr, num_train_epochs=p.epochs, max_steps=p.max_steps,
@@ -181,15 +206,28 @@ def library_versions() -> dict[str, str]:
 def train_and_save(trainer, out_dir: Path, live_dir: Path, base_dir: Path, doc: dict[str, Any],
                    evaluate: bool = False) -> dict[str, Any]:
     """Train (then score the eval set once), write ``out_dir`` atomically: merged weights + tokenizer +
-    training_config.json. Returns the trainer's metrics."""
-    attach_dvclive(trainer, live_dir)
+    training_config.json. Returns the trainer's metrics. DVCLive logs into a staging folder that replaces
+    ``live_dir`` only after the model is saved: a failed run leaves the last good curves (a persisted DVC output)."""
+    live_dir = Path(live_dir)
+    live_staging = live_dir.parent / f".{live_dir.name}.staging"
+    if trainer.is_world_process_zero():  # the only process that logs
+        shutil.rmtree(live_staging, ignore_errors=True)  # left by a killed run
+    attach_dvclive(trainer, live_staging)
     metrics = dict(trainer.train().metrics)
     if evaluate:
         metrics.update(trainer.evaluate())
     metrics = {k: round(v, 6) if isinstance(v, float) else v for k, v in metrics.items()}
-    _save(trainer, Path(out_dir), Path(base_dir), {**doc, "train_metrics": metrics,
+    _save(trainer, Path(out_dir), Path(base_dir), {**doc, "train_metrics": _without_timings(metrics),
                                                    "trainer_config": trainer.args.to_dict()})
+    if trainer.is_world_process_zero() and live_staging.exists():
+        _swap_into_place(live_staging, live_dir)
     return metrics
+
+
+def _without_timings(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Wall-clock figures change every run: kept out of the model directory so a rerun writes identical bytes (same
+    DVC hash, downstream stages skipped); the stage's stats file keeps them."""
+    return {k: v for k, v in metrics.items() if not k.endswith(_TIMING_SUFFIXES)}
 
 
 def _save(trainer, out_dir: Path, base_dir: Path, doc: dict[str, Any]) -> None:
