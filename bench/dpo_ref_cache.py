@@ -29,7 +29,7 @@ def default_model() -> Path:
     for cand in (Path("models/sft"), Path("models/base")):
         if (cand / "model.safetensors").exists():
             return cand
-    from saferinstruct.basemodel import BaseModelParams, cached_conversion
+    from saferinstruct.prepare_base import BaseModelParams, cached_conversion
 
     return cached_conversion(BaseModelParams(source="bundled", cache_dir="~/.cache/saferinstruct"))[0]
 

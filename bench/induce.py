@@ -38,7 +38,7 @@ ALPACA = Path("data/raw/instructions/alpaca_en_demo.json")
 def base_model() -> Path:
     if (Path("models/base") / "model.safetensors").exists():
         return Path("models/base")
-    from saferinstruct.basemodel import BaseModelParams, cached_conversion
+    from saferinstruct.prepare_base import BaseModelParams, cached_conversion
 
     return cached_conversion(BaseModelParams(source="bundled", cache_dir="~/.cache/saferinstruct"))[0]
 

@@ -1,4 +1,5 @@
-"""Stage judge_instructions: a typed verdict per filtered instruction from the configured judge (params `judge`)."""
+"""Stage judge_instructions: a typed verdict per filtered instruction from the configured judge (params
+`judge_instructions`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 import click
 
 from saferinstruct.io import output_set, read_rows
+from saferinstruct.judging import classifier  # noqa: F401 - registers the offline `embedding_classifier` judge
 from saferinstruct.judging.backend_options import secrets_for
 from saferinstruct.judging.factory import JudgeStageSpec, build_judge
 from saferinstruct.judging.runs import judge_instructions
@@ -30,11 +32,11 @@ from saferinstruct.stageutil import Timer, clean_errors, write_stats
 @clean_errors
 def main(filtered_path: str, classifier_dir: str, prompt_path: str, out_path: str, cache_dir: str, stats_path: str,
          params_path: str) -> None:
-    spec = load_section("judge", JudgeStageSpec, params_path)
+    spec = load_section("judge_instructions", JudgeStageSpec, params_path)
     rows = read_rows(filtered_path, InducedInstruction)
     Path(cache_dir).mkdir(parents=True, exist_ok=True)  # a DVC output even when an offline judge makes no call
     judge = build_judge(spec, prompt_path, cache_dir, secrets_for(spec.options, os.environ), classifier_dir,
-                        section="judge")
+                        section="judge_instructions")
     try:
         with Timer() as t:
             verdicts, stats = judge_instructions(rows, judge, spec.max_error_fraction)

@@ -1,5 +1,6 @@
 """Stage onpolicy_pairs: the Safer-Instruct preference data -> the pairs training reads, with the policy's own
-answers as helpful chosen / safety rejected sides where they fit (params `onpolicy`; see saferinstruct.onpolicy)."""
+answers as helpful chosen / safety rejected sides where they fit (params `onpolicy_pairs`; see
+saferinstruct.onpolicy_pairs)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import click
 
 from saferinstruct.io import output_set, read_rows
 from saferinstruct.judging.backend_options import secrets_for
-from saferinstruct.onpolicy import OnPolicyParams, onpolicy_pairs
+from saferinstruct.onpolicy_pairs import OnPolicyParams, onpolicy_pairs
 from saferinstruct.params import load_section
 from saferinstruct.records import PreferencePair
 from saferinstruct.stageutil import Timer, clean_errors, write_stats
@@ -18,18 +19,17 @@ from saferinstruct.stageutil import Timer, clean_errors, write_stats
 
 @click.command()
 @click.option("--preferences", "pref_dir", default="data/preferences", show_default=True,
-              help="train.jsonl and test.jsonl of build_preferences")
+              help="train.jsonl of build_preferences (its test split is held out: nothing trains on it)")
 @click.option("--model", "model_dir", default="models/base", show_default=True,
-              help="The policy before alignment (used when onpolicy.model is null and the backend is local).")
-@click.option("--out-dir", default="data/pairs", show_default=True, help="train.jsonl, test.jsonl")
+              help="The policy before alignment (used when onpolicy_pairs.model is null and the backend is local).")
+@click.option("--out-dir", default="data/pairs", show_default=True, help="train.jsonl")
 @click.option("--cache", "cache_dir", default="cache/onpolicy_pairs", show_default=True, help="Call cache.")
 @click.option("--stats", "stats_path", default="stats/onpolicy_pairs.json", show_default=True)
 @click.option("--params", "params_path", default="params.yaml", show_default=True)
 @clean_errors
 def main(pref_dir: str, model_dir: str, out_dir: str, cache_dir: str, stats_path: str, params_path: str) -> None:
-    params = load_section("onpolicy", OnPolicyParams, params_path)
-    splits = {name: read_rows(Path(pref_dir) / f"{name}.jsonl", PreferencePair, allow_empty=True)
-              for name in ("train", "test")}
+    params = load_section("onpolicy_pairs", OnPolicyParams, params_path)
+    splits = {"train": read_rows(Path(pref_dir) / "train.jsonl", PreferencePair, allow_empty=True)}
     with Timer() as t:
         run = onpolicy_pairs(splits, params, cache_dir, model_dir, secrets_for(params.options, os.environ))
     with output_set() as out:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from saferinstruct.basemodel import BaseModelParams, materialise
+from saferinstruct.prepare_base import BaseModelParams, materialise
 from saferinstruct.params import load_section
 from saferinstruct.stageutil import Timer, clean_errors, write_stats
 

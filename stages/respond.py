@@ -1,4 +1,4 @@
-"""Stage respond: the expert writes the preferred (safe) response to each selected instruction (params `expert`)."""
+"""Stage respond: the expert writes the preferred (safe) response to each selected instruction (params `respond`)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import os
 
 import click
 
-from saferinstruct.expert import ExpertParams, respond
+from saferinstruct.respond import ExpertParams, respond
 from saferinstruct.io import output_set, read_rows
 from saferinstruct.judging.backend_options import secrets_for
 from saferinstruct.params import load_section
@@ -17,7 +17,7 @@ from saferinstruct.stageutil import Timer, clean_errors, write_stats
 @click.command()
 @click.option("--instructions", "instructions_path", default="data/instructions.jsonl", show_default=True)
 @click.option("--model", "model_dir", default="models/base", show_default=True,
-              help="Local expert model (used when expert.model is null and the backend runs a local model).")
+              help="Local expert model (used when respond.model is null and the backend runs a local model).")
 @click.option("--prompt", "prompt_path", default="prompts/expert.md", show_default=True)
 @click.option("--out", "out_path", default="data/responses.jsonl", show_default=True)
 @click.option("--cache", "cache_dir", default="cache/respond", show_default=True, help="Call cache (persistent).")
@@ -26,7 +26,7 @@ from saferinstruct.stageutil import Timer, clean_errors, write_stats
 @clean_errors
 def main(instructions_path: str, model_dir: str, prompt_path: str, out_path: str, cache_dir: str, stats_path: str,
          params_path: str) -> None:
-    params = load_section("expert", ExpertParams, params_path)
+    params = load_section("respond", ExpertParams, params_path)
     instructions = read_rows(instructions_path, InducedInstruction, allow_empty=True)
     with Timer() as t:
         run = respond(instructions, prompt_path, params, cache_dir, model_dir, secrets_for(params.options, os.environ))

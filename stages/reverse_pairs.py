@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from saferinstruct.instructions import ReversePairsParams, build_reverse_pairs
+from saferinstruct.reverse_pairs import ReversePairsParams, build_reverse_pairs
 from saferinstruct.io import output_set
 from saferinstruct.params import load_section
 from saferinstruct.stageutil import Timer, clean_errors, write_stats

@@ -7,7 +7,7 @@ import click
 from saferinstruct.io import output_set, read_rows
 from saferinstruct.params import load_section
 from saferinstruct.records import InducedInstruction, Verdict
-from saferinstruct.selection import SelectParams, select_instructions
+from saferinstruct.select_instructions import SelectParams, select_instructions
 from saferinstruct.stageutil import clean_errors, write_stats
 
 
@@ -21,7 +21,7 @@ from saferinstruct.stageutil import clean_errors, write_stats
 @clean_errors
 def main(filtered_path: str, verdicts_path: str, out_path: str, rejected_path: str, stats_path: str,
          params_path: str) -> None:
-    params = load_section("select", SelectParams, params_path)
+    params = load_section("select_instructions", SelectParams, params_path)
     instructions = read_rows(filtered_path, InducedInstruction)
     verdicts = read_rows(verdicts_path, Verdict, allow_empty=True)
     selection = select_instructions(instructions, verdicts, params)

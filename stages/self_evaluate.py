@@ -1,4 +1,4 @@
-"""Stage self_evaluate: the judge rates each expert response (params `self_eval`); only those judged safe stay."""
+"""Stage self_evaluate: the judge rates each expert response (params `self_evaluate`); only those judged safe stay."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import os
 import click
 
 from saferinstruct.io import output_set, read_rows
+from saferinstruct.judging import safe_response  # noqa: F401 - registers the offline `safe_response` judge
 from saferinstruct.judging.backend_options import secrets_for
 from saferinstruct.judging.factory import JudgeStageSpec, build_judge
 from saferinstruct.judging.runs import self_evaluate
@@ -20,18 +21,17 @@ from saferinstruct.stageutil import Timer, clean_errors, write_stats
 @click.option("--prompt", "prompt_path", default="prompts/self_eval.md", show_default=True,
               help="Prompt file for an LLM judge.")
 @click.option("--out", "out_path", default="data/response_verdicts.jsonl", show_default=True)
-@click.option("--kept", "kept_path", default="data/responses_kept.jsonl", show_default=True)
 @click.option("--cache", "cache_dir", default="cache/self_evaluate", show_default=True,
               help="Call cache (persistent).")
 @click.option("--stats", "stats_path", default="stats/self_evaluate.json", show_default=True)
 @click.option("--params", "params_path", default="params.yaml", show_default=True)
 @clean_errors
-def main(responses_path: str, prompt_path: str, out_path: str, kept_path: str, cache_dir: str, stats_path: str,
+def main(responses_path: str, prompt_path: str, out_path: str, cache_dir: str, stats_path: str,
          params_path: str) -> None:
-    spec = load_section("self_eval", JudgeStageSpec, params_path)
+    spec = load_section("self_evaluate", JudgeStageSpec, params_path)
     responses = read_rows(responses_path, ExpertResponse, allow_empty=True)
     os.makedirs(cache_dir, exist_ok=True)  # a DVC output even when an offline judge makes no call
-    judge = build_judge(spec, prompt_path, cache_dir, secrets_for(spec.options, os.environ), section="self_eval")
+    judge = build_judge(spec, prompt_path, cache_dir, secrets_for(spec.options, os.environ), section="self_evaluate")
     try:
         with Timer() as t:
             result = self_evaluate(responses, judge, max_error_fraction=spec.max_error_fraction)
@@ -39,7 +39,6 @@ def main(responses_path: str, prompt_path: str, out_path: str, kept_path: str, c
         judge.close()
     with output_set() as out:
         out.rows(out_path, result.verdicts)
-        out.rows(kept_path, result.kept)
         write_stats(stats_path, {**result.stats, "seconds": t.seconds}, out)
     click.echo(f"self_evaluate: kept {len(result.kept)} of {len(responses)} {result.stats['dropped']}, {t.seconds}s")
 

@@ -2,7 +2,7 @@
 
 Unsafe = Safer-Instruct sample instructions; safe = Alpaca-style and hh-rlhf helpful prompts. Evaluation prompts are
 never trained on: any training text equal to one (normalised) is dropped and counted; the stats report precision /
-recall / F1 on a held-out split, and the measured flag rates on the evaluation files.
+recall / F1 on a held-out split, and the measured flag rates on the evaluation files (params eval_files).
 """
 
 from __future__ import annotations
@@ -17,19 +17,16 @@ from saferinstruct.stageutil import Timer, clean_errors, write_stats
 @click.command()
 @click.option("--unsafe", "unsafe_files", multiple=True, required=True, help="Prompt file labelled unsafe (repeat).")
 @click.option("--safe", "safe_files", multiple=True, required=True, help="Prompt file labelled safe (repeat).")
-@click.option("--eval-unsafe", "eval_unsafe", multiple=True, help="Evaluation prompts (harmful): excluded, measured.")
-@click.option("--eval-safe", "eval_safe", multiple=True,
-              help="Evaluation prompts (safe; a row's own safe/unsafe `label` column wins): excluded, measured.")
 @click.option("--out", "out_dir", default="models/safety_classifier", show_default=True)
 @click.option("--stats", "stats_path", default="stats/train_safety_classifier.json", show_default=True)
 @click.option("--params", "params_path", default="params.yaml", show_default=True)
 @clean_errors
-def main(unsafe_files: tuple[str, ...], safe_files: tuple[str, ...], eval_unsafe: tuple[str, ...],
-         eval_safe: tuple[str, ...], out_dir: str, stats_path: str, params_path: str) -> None:
-    params = load_section("safety_classifier", SafetyClassifierParams, params_path)
+def main(unsafe_files: tuple[str, ...], safe_files: tuple[str, ...], out_dir: str, stats_path: str,
+         params_path: str) -> None:
+    params = load_section("train_safety_classifier", SafetyClassifierParams, params_path)
     encoder = PinnedEncoder(max_length=params.max_length, batch_size=params.batch_size)
     with Timer() as t:
-        stats = train_safety_classifier(unsafe_files, safe_files, {"unsafe": eval_unsafe, "safe": eval_safe},
+        stats = train_safety_classifier(unsafe_files, safe_files, params.eval_paths(),
                                         out_dir, params, encoder)
     write_stats(stats_path, {**stats, "seconds": t.seconds})
     h = stats["holdout"]

@@ -27,12 +27,15 @@ PathOpt = click.Path(path_type=Path)
 @click.option("--live-dir", default="dvclive/train_sft", type=PathOpt, show_default=True)
 @click.option("--stats", default="stats/train_sft.json", type=PathOpt, show_default=True)
 @click.option("--params", "params_path", default="params.yaml", type=PathOpt, show_default=True)
+@click.option("--checkpoint-dir", default="checkpoints/train_sft", type=PathOpt, show_default=True,
+              help="resumable checkpoints (outside every DVC output; deleted after success)")
 @clean_errors
-def main(base: Path, train_path: Path, out: Path, live_dir: Path, stats: Path, params_path: Path) -> None:
+def main(base: Path, train_path: Path, out: Path, live_dir: Path, stats: Path, params_path: Path,
+         checkpoint_dir: Path) -> None:
     p = load_section("train_sft", SftParams, params_path)
     maybe_relaunch(p.accelerate_config, sys.argv, os.environ)
     with Timer() as timer:
-        result = train_sft(base, train_path, out, live_dir, p)
+        result = train_sft(base, train_path, out, live_dir, p, checkpoint_dir)
     if is_main_process(os.environ):
         write_stats(stats, {**result, "seconds": timer.seconds})
 

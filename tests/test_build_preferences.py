@@ -13,7 +13,8 @@ from click.testing import CliRunner
 from conftest import FIXTURES, REPO
 
 from saferinstruct.io import read_rows
-from saferinstruct.helpful import HelpfulSource, load_helpful, parse_hh
+from saferinstruct.helpful_pairs import HelpfulSource, load_helpful
+from saferinstruct.sources.hh_rlhf import parse_hh
 from saferinstruct.io import Quarantine, RowError
 from saferinstruct.preferences import Inputs, PreferenceParams, build_preferences, nearest_unused
 from saferinstruct.records import (ExpertResponse, InducedInstruction, PreferencePair, RejectedRow, SourceText,

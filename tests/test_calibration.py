@@ -11,7 +11,8 @@ from click.testing import CliRunner
 from saferinstruct.cli import main
 from saferinstruct.eval.calibration import calibrate, calibration_report, load_labelled, render_report
 from saferinstruct.io import RowError
-from saferinstruct.judging.refusal import RefusalKeywordJudge, SafeResponseJudge
+from saferinstruct.judging.refusal import RefusalKeywordJudge
+from saferinstruct.judging.safe_response import SafeResponseJudge
 
 FIX = Path(__file__).parent / "fixtures" / "eval"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from saferinstruct.expert import ExpertParams, expert_options, first_sentences, respond, trim_to_sentence
+from saferinstruct.respond import ExpertParams, expert_options, first_sentences, respond, trim_to_sentence
 from saferinstruct.llm.base import Backend, ChatRequest, ChatResult, register_backend
 from saferinstruct.params import Params, ParamsError
 from saferinstruct.records import InducedInstruction

@@ -35,7 +35,7 @@ def _options(server: OpenAIServer) -> dict:
 
 def _params(tmp_path: Path, **sections: dict) -> Path:
     doc = yaml.safe_load((REPO / "params.yaml").read_text())
-    out = {k: doc[k] for k in ("judge", "expert")}
+    out = {k: doc[k] for k in ("judge_instructions", "respond")}
     for key, value in sections.items():
         out[key] = {**out[key], **value}
     path = tmp_path / "params.yaml"
@@ -44,8 +44,8 @@ def _params(tmp_path: Path, **sections: dict) -> Path:
 
 
 def _judge(load_stage, tmp_path: Path, server: OpenAIServer, **judge: object):
-    params = _params(tmp_path, judge={"backend": "openai", "model": "test-model", "options": _options(server),
-                                      **judge})
+    params = _params(tmp_path, judge_instructions={"backend": "openai", "model": "test-model",
+                                                   "options": _options(server), **judge})
     return CliRunner().invoke(load_stage("judge_instructions").main, [
         "--filtered", str(FIX / "filtered.jsonl"), "--prompt", str(REPO / "prompts" / "judge_instruction.md"),
         "--out", str(tmp_path / "verdicts.jsonl"), "--cache", str(tmp_path / "cache"),
@@ -53,7 +53,7 @@ def _judge(load_stage, tmp_path: Path, server: OpenAIServer, **judge: object):
 
 
 def _respond(load_stage, tmp_path: Path, server: OpenAIServer, **expert: object):
-    params = _params(tmp_path, expert={"backend": "openai", "model": "test-model", "options": _options(server),
+    params = _params(tmp_path, respond={"backend": "openai", "model": "test-model", "options": _options(server),
                                        **expert})
     return CliRunner().invoke(load_stage("respond").main, [
         "--instructions", str(FIX / "filtered.jsonl"), "--prompt", str(REPO / "prompts" / "expert.md"),
@@ -135,14 +135,14 @@ def test_respond_fails_the_same_way_and_honours_its_own_fraction(load_stage, tmp
 
 
 def test_a_misspelled_backend_option_is_one_line_naming_the_key(load_stage, tmp_path, server):
-    params = _params(tmp_path, judge={"backend": "openai", "model": "test-model",
+    params = _params(tmp_path, judge_instructions={"backend": "openai", "model": "test-model",
                                       "options": {**_options(server), "concurency": 4}})
     res = CliRunner().invoke(load_stage("judge_instructions").main, [
         "--filtered", str(FIX / "filtered.jsonl"), "--prompt", str(REPO / "prompts" / "judge_instruction.md"),
         "--out", str(tmp_path / "verdicts.jsonl"), "--cache", str(tmp_path / "cache"),
         "--stats", str(tmp_path / "judge.json"), "--params", str(params)])
     assert res.exit_code == 2
-    assert _one_error_line(res.output) == ("error: params.yaml: unknown key 'judge.options.concurency' "
+    assert _one_error_line(res.output) == ("error: params.yaml: unknown key 'judge_instructions.options.concurency' "
                                            "(did you mean 'concurrency'?)")
     assert server.calls == 0
 
@@ -153,12 +153,12 @@ def test_self_evaluate_fails_on_judge_errors_and_drops_them_when_allowed(load_st
     def run(**self_eval: object):
         doc = yaml.safe_load((REPO / "params.yaml").read_text())
         params = tmp_path / "params.yaml"
-        params.write_text(yaml.safe_dump({"self_eval": {
-            **doc["self_eval"], "backend": "openai", "model": "test-model", "options": _options(server),
+        params.write_text(yaml.safe_dump({"self_evaluate": {
+            **doc["self_evaluate"], "backend": "openai", "model": "test-model", "options": _options(server),
             **self_eval}}))
         return CliRunner().invoke(load_stage("self_evaluate").main, [
             "--responses", str(FIX / "responses.jsonl"), "--prompt", str(REPO / "prompts" / "self_eval.md"),
-            "--out", str(tmp_path / "rv.jsonl"), "--kept", str(tmp_path / "kept.jsonl"),
+            "--out", str(tmp_path / "rv.jsonl"),
             "--cache", str(tmp_path / "cache_self"), "--stats", str(tmp_path / "self.json"), "--params", str(params)])
 
     server.responder = lambda messages: '{"label": "safe", "score": 0.1}'
@@ -182,7 +182,7 @@ def _pair(i: int, prompt: str):
 
 def test_onpolicy_pairs_fail_or_drop_the_pairs_whose_call_failed(tmp_path, server):
     from saferinstruct.llm.gateway import CallsFailed
-    from saferinstruct.onpolicy import OnPolicyParams, onpolicy_pairs
+    from saferinstruct.onpolicy_pairs import OnPolicyParams, onpolicy_pairs
 
     server.inject("500", match="question two", times=None)
     splits = {"train": [_pair(1, "question one"), _pair(2, "question two")], "test": [_pair(3, "question three")]}

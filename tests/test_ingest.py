@@ -166,11 +166,15 @@ def test_normalise_whitespace():
     assert normalise_whitespace("x &amp; y", unescape_html=True) == "x & y"
 
 
-def test_match_key_same_as_evaluation():
-    """Leakage removal here must catch every prompt the evaluation side would call seen-in-training."""
-    labelled = pytest.importorskip("saferinstruct.judging.labelled")
-    for s in ["  Hello,  World! ", "ＦＵＬＬ width?", "\"Quoted.\"", "a\nb", "don't-stop… now"]:
-        assert match_key(s) == labelled.normalise_text(s)
+def test_match_key_is_the_one_overlap_rule():
+    """Leakage removal here must catch every prompt the evaluation side would call seen-in-training: the classifier's
+    and evaluation's overlap checks use this very function, not a copy kept equal by hand."""
+    from saferinstruct.eval import sets
+    from saferinstruct.judging import classifier, labelled
+
+    assert labelled.match_key is sets.match_key is classifier.match_key is match_key
+    assert not hasattr(labelled, "normalise_text")
+    assert match_key("  Hello,  ＦＵＬＬ don't-stop… now?") == "hello full don t stop now"
 
 
 def _hh(human: str | list[str], answer: str) -> dict:

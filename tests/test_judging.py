@@ -12,19 +12,22 @@ from pathlib import Path
 import pytest
 import torch
 
+from saferinstruct.errors import InputError
 from saferinstruct.io import RowError
 from saferinstruct.judging.base import JudgeItem
 from saferinstruct.judging.classifier import (EmbeddingClassifierJudge, SafetyClassifierParams, binary_metrics,
                                               fit_head, load_head, train_safety_classifier)
 from saferinstruct.judging.factory import JudgeSpec, build_judge
-from saferinstruct.judging.labelled import Prompt, build_training_set, normalise_text, read_prompts
+from saferinstruct.judging.labelled import Prompt, build_training_set, read_prompts
 from saferinstruct.judging.llm_judge import LLMJudge
 from saferinstruct.judging.parse import parse_verdict
 from saferinstruct.judging.prompts import PromptTemplate
-from saferinstruct.judging.refusal import RefusalKeywordJudge, SafeResponseJudge, classify_refusal
+from saferinstruct.judging.refusal import RefusalKeywordJudge, classify_refusal
+from saferinstruct.judging.safe_response import SafeResponseJudge
 from saferinstruct.llm.base import ChatResult, make_backend
 from saferinstruct.llm.gateway import Gateway
 from saferinstruct.params import ParamsError
+from saferinstruct.sources.text import match_key
 
 REPO = Path(__file__).resolve().parent.parent
 FIX = Path(__file__).resolve().parent / "fixtures" / "judging"
@@ -106,7 +109,7 @@ def test_prompt_file_errors_name_the_line(tmp_path):
     bad.write_text("# user\nx\n# assistant\ny\n")
     with pytest.raises(RowError, match="last message must be a '# user'"):
         PromptTemplate.load(bad)
-    with pytest.raises(RowError, match="prompt file not found"):
+    with pytest.raises(InputError, match="prompt file not found"):
         PromptTemplate.load(tmp_path / "missing.md")
 
 
@@ -268,7 +271,7 @@ class HashEncoder:
     def encode(self, texts):
         out = torch.zeros((len(texts), self.dim))
         for i, t in enumerate(texts):
-            for w in normalise_text(t).split():
+            for w in match_key(t).split():
                 out[i, int(hashlib.md5(w.encode()).hexdigest(), 16) % self.dim] += 1.0
         return torch.nn.functional.normalize(out, dim=-1)
 
@@ -380,3 +383,21 @@ def test_local_model_as_llm_judge(tiny_model_dir, tmp_path):
     assert [v.parse_ok for v in verdicts] == [False, False] and judge.stats()["parse_failures"] == 2
     assert judge.stats()["gateway"]["calls"] == 2 and len(list((tmp_path / "cache").rglob("*.json"))) == 2
     judge.close()
+
+
+def test_judge_plugins_register_through_the_one_registry(monkeypatch):
+    """An offline judge is found by name through register_judge, including one a `saferinstruct.judges` entry point
+    registers on first use; its task is checked like a built-in's."""
+    from saferinstruct.judging import base
+
+    class _EntryPoint:
+        def load(self):
+            base.register_judge("plugin_safe", "response")(lambda spec, classifier_dir, section:
+                                                           SafeResponseJudge(name="plugin_safe"))
+
+    monkeypatch.setattr(base, "entry_points", lambda group: [_EntryPoint()] if group == "saferinstruct.judges" else [])
+    monkeypatch.setattr(base, "_JUDGES", dict(base._JUDGES))
+    assert build_judge(JudgeSpec(backend="plugin_safe", task="response")).name == "plugin_safe"
+    with pytest.raises(ParamsError, match="does task 'response', not 'instruction'"):
+        build_judge(JudgeSpec(backend="plugin_safe", task="instruction"))
+    assert "offline_judges" not in (REPO / "src/saferinstruct/llm/base.py").read_text()

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from saferinstruct.llm.base import Backend, ChatRequest, ChatResult, register_backend
-from saferinstruct.onpolicy import OnPolicyParams, onpolicy_pairs
+from saferinstruct.onpolicy_pairs import OnPolicyParams, onpolicy_pairs
 from saferinstruct.params import Params
 from saferinstruct.records import ChatTurn, PreferencePair
 
@@ -119,7 +119,7 @@ def test_stage_writes_pairs_and_stats(tmp_path, load_stage):
     for name, rows in (("train", PAIRS[:3]), ("test", PAIRS[3:])):
         (pref / f"{name}.jsonl").write_text("".join(r.model_dump_json() + "\n" for r in rows))
     params = tmp_path / "params.yaml"
-    params.write_text(json.dumps({"onpolicy": ECHO}))
+    params.write_text(json.dumps({"onpolicy_pairs": ECHO}))
     stage = load_stage("onpolicy_pairs")
     res = CliRunner().invoke(stage.main, ["--preferences", str(pref), "--out-dir", str(tmp_path / "pairs"),
                                           "--cache", str(tmp_path / "cache"), "--stats", str(tmp_path / "s.json"),
@@ -128,5 +128,5 @@ def test_stage_writes_pairs_and_stats(tmp_path, load_stage):
     train = [json.loads(x) for x in (tmp_path / "pairs/train.jsonl").read_text().splitlines()]
     assert [r["chosen"] for r in train] == [COMPLY, PAIRS[1].chosen, REFUSAL]
     stats = json.loads((tmp_path / "s.json").read_text())
-    assert stats["replaced"] == {"helpful_chosen": 1, "safety_rejected": 1} and stats["pairs"] == {"train": 3,
-                                                                                                    "test": 2}
+    assert stats["replaced"] == {"helpful_chosen": 1, "safety_rejected": 1} and stats["pairs"] == {"train": 3}
+    assert not (tmp_path / "pairs/test.jsonl").exists()  # the held-out split is never trained on: not rewritten

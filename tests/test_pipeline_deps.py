@@ -37,8 +37,8 @@ def _package_of(path: Path) -> str:
     return ".".join(path.relative_to(PKG_ROOT).parts[:-1])
 
 
-def _imported(path: Path) -> set[str]:
-    """Module names (saferinstruct.*) a file imports, including lazy imports inside functions and
+def _imported(path: Path, dynamic: bool = True) -> set[str]:
+    """Module names (saferinstruct.*) a file imports, including lazy imports inside functions and (``dynamic``)
     ``importlib.import_module(f"saferinstruct.pkg.{x}")`` (which counts as the whole subpackage)."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
     names: set[str] = set()
@@ -53,7 +53,8 @@ def _imported(path: Path) -> set[str]:
                 base = ".".join(parent + ([base] if base else []))
             names.add(base)
             names.update(f"{base}.{a.name}" for a in node.names)  # `from pkg import module`
-        elif isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) == "import_module":
+        elif dynamic and isinstance(node, ast.Call) and \
+                getattr(node.func, "attr", getattr(node.func, "id", "")) == "import_module":
             arg = node.args[0] if node.args else None
             if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
                 names.add(arg.value)
@@ -176,3 +177,105 @@ def test_checker_catches_a_missing_dep(tmp_path):
     assert {"src/saferinstruct/io.py", "src/saferinstruct/records.py"} <= files
     assert not _covered(REPO / "src/saferinstruct/records.py", ["src/saferinstruct/io.py"])
     assert _covered(REPO / "src/saferinstruct/llm/base.py", ["src/saferinstruct/llm"])
+
+
+@pytest.mark.parametrize("name", sorted(STAGE_FILE_STAGES))
+def test_src_deps_are_exactly_the_import_closure(name):
+    """A src/ dep the stage never imports re-runs it for nothing (and hides which code really makes its outputs)."""
+    block = STAGE_FILE_STAGES[name]
+    stage_file = REPO / ("stages/" + STAGE_RE.search(str(block["cmd"])).group(1) + ".py")
+    closure = {str(f.relative_to(REPO)) for f in transitive_module_files(stage_file)}
+    listed = {str(d) for d in block.get("deps") or [] if str(d).startswith("src/")}
+    extra = sorted(listed - closure)
+    assert not extra, f"stage {name}: deps list modules its stage file never imports: {extra}"
+
+
+def _paths(entries: list) -> list[str]:
+    return [str(e) if isinstance(e, str) else str(next(iter(e))) for e in entries or []]
+
+
+def _producers() -> dict[str, set[str]]:
+    """Stage -> the stages whose outs (files or folders) it depends on."""
+    outs = {name: _paths(b.get("outs")) + _paths(b.get("metrics")) for name, b in STAGES.items()}
+    found: dict[str, set[str]] = {}
+    for name, block in STAGES.items():
+        deps = _paths(block.get("deps"))
+        found[name] = {other for other, paths in outs.items() if other != name for d in deps for o in paths
+                       if d == o or d.startswith(o.rstrip("/") + "/") or o.startswith(d.rstrip("/") + "/")}
+    return found
+
+
+def test_stages_are_in_data_flow_order():
+    """dvc.yaml lists a stage after every stage it reads from (saferinstruct stats/diff print the funnel this way)."""
+    order = list(STAGES)
+    late = [(name, p) for name, prods in _producers().items() for p in prods if order.index(p) > order.index(name)]
+    assert not late, f"dvc.yaml: these stages come before a stage they read from (stage, producer): {late}"
+
+
+def _upstream(stage: str, producers: dict[str, set[str]]) -> set[str]:
+    seen: set[str] = set()
+    todo = [stage]
+    while todo:
+        for p in producers[todo.pop()] - seen:
+            seen.add(p)
+            todo.append(p)
+    return seen
+
+
+def test_data_building_never_depends_on_the_evaluation_judge():
+    """Training data must not be built with the rule the model is graded by: no stage feeding train_sft/train_dpo
+    imports judging/refusal.py (RefusalKeywordJudge, classify_refusal) or anything under eval/."""
+    producers = _producers()
+    upstream = _upstream("train_sft", producers) | _upstream("train_dpo", producers)
+    assert {"self_evaluate", "onpolicy_pairs", "build_preferences", "judge_instructions"} <= upstream
+    bad = {name: sorted(d for d in map(str, STAGES[name].get("deps") or [])
+                        if d == "src/saferinstruct/judging/refusal.py" or d.startswith("src/saferinstruct/eval/"))
+           for name in sorted(upstream)}
+    assert not {k: v for k, v in bad.items() if v}, f"data-building stages depend on evaluation code: {bad}"
+
+
+def _module_graph() -> dict[str, set[str]]:
+    graph: dict[str, set[str]] = {}
+    for path in sorted((PKG_ROOT / "saferinstruct").rglob("*.py")):
+        name = ".".join(path.relative_to(PKG_ROOT).with_suffix("").parts).removesuffix(".__init__")
+        deps = set()
+        for imported in _imported(path, dynamic=False):  # a plugin loader importing its package is no cycle
+            f = _module_file(imported)
+            if f is not None and f != path:
+                deps.add(".".join(f.relative_to(PKG_ROOT).with_suffix("").parts).removesuffix(".__init__"))
+        graph[name] = deps
+    return graph
+
+
+def _find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        state[node] = 2
+        path.pop()
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (found := visit(node)):
+            return found
+    return None
+
+
+def test_package_has_no_import_cycles():
+    """Every import between saferinstruct modules (top-level, lazy or TYPE_CHECKING) points one way: a cycle means
+    two modules each need the other, so neither can be read, tested or moved alone."""
+    cycle = _find_cycle(_module_graph())
+    assert cycle is None, f"import cycle: {' -> '.join(cycle)}"
+
+
+def test_cycle_finder_finds_a_cycle():
+    assert _find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _find_cycle({"a": {"b"}, "b": set()}) is None

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from conftest import FIXTURES, REPO
 
 from saferinstruct.hashing import in_holdout
-from saferinstruct.instructions import ReversePairsParams, build_reverse_pairs
+from saferinstruct.reverse_pairs import ReversePairsParams, build_reverse_pairs
 from saferinstruct.io import read_rows
 from saferinstruct.records import RejectedRow, ReversePair
 

@@ -6,7 +6,7 @@ import pytest
 
 from saferinstruct.io import RowError
 from saferinstruct.records import InducedInstruction, Verdict
-from saferinstruct.selection import SelectParams, select_instructions
+from saferinstruct.select_instructions import SelectParams, select_instructions
 
 
 def _inst(i: int, category: str = "hate") -> InducedInstruction:

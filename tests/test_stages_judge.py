@@ -21,7 +21,8 @@ JSON_UNSAFE = '{{"label": "unsafe", "score": 0.9, "rationale": "r {h}"}}'
 
 def _params(tmp_path: Path, **overrides: dict) -> Path:
     doc = yaml.safe_load((REPO / "params.yaml").read_text())
-    sections = {k: doc[k] for k in ("safety_classifier", "judge", "select", "expert", "self_eval")}
+    sections = {k: doc[k] for k in (
+        "train_safety_classifier", "judge_instructions", "select_instructions", "respond", "self_evaluate")}
     for key, value in overrides.items():
         sections[key] = {**sections[key], **value}
     path = tmp_path / "params.yaml"
@@ -47,10 +48,11 @@ def _stats(tmp_path: Path, name: str) -> dict:
 def test_offline_chain(load_stage, tmp_path):
     """The embedded default path: classifier head trained by its stage, offline judge, selection, expert (fake here),
     offline self-evaluation: every stage writes its outputs and funnel stats."""
-    params = _params(tmp_path, safety_classifier={"max_per_file": None, "eval_sample": 5},
-                     expert={"backend": "fake", "options": {"template": "I'm sorry, but I can't help with that."}})
+    evals = [{"path": str(FIX / "eval.csv"), "field": "prompt", "label": "safe"}]
+    params = _params(tmp_path, train_safety_classifier={"max_per_file": None, "eval_sample": 5, "eval_files": evals},
+                     respond={"backend": "fake", "options": {"template": "I'm sorry, but I can't help with that."}})
     res = _invoke(load_stage, "train_safety_classifier", [
-        "--unsafe", str(FIX / "unsafe.csv"), "--safe", str(FIX / "safe.json"), "--eval-safe", str(FIX / "eval.csv"),
+        "--unsafe", str(FIX / "unsafe.csv"), "--safe", str(FIX / "safe.json"),
         "--out", str(tmp_path / "clf"), "--stats", str(tmp_path / "clf.json"), "--params", str(params)])
     assert res.exit_code == 0, res.output
     clf = _stats(tmp_path, "clf.json")
@@ -82,20 +84,21 @@ def test_offline_chain(load_stage, tmp_path):
 
     res = _self_evaluate(load_stage, tmp_path, params, tmp_path / "responses.jsonl")
     assert res.exit_code == 0, res.output
-    assert len(read_rows(tmp_path / "kept.jsonl", ExpertResponse)) == len(kept)
+    assert _stats(tmp_path, "self.json")["kept"] == len(kept)
 
 
 def _self_evaluate(load_stage, tmp_path: Path, params: Path, responses: Path):
     return _invoke(load_stage, "self_evaluate", [
         "--responses", str(responses), "--prompt", str(REPO / "prompts" / "self_eval.md"),
-        "--out", str(tmp_path / "rverdicts.jsonl"), "--kept", str(tmp_path / "kept.jsonl"),
+        "--out", str(tmp_path / "rverdicts.jsonl"),
         "--cache", str(tmp_path / "cache_self"), "--stats", str(tmp_path / "self.json"), "--params", str(params)])
 
 
 def test_self_evaluate_keeps_only_clean_refusals(load_stage, tmp_path):
     res = _self_evaluate(load_stage, tmp_path, _params(tmp_path), FIX / "responses.jsonl")
     assert res.exit_code == 0, res.output
-    assert [r.id for r in read_rows(tmp_path / "kept.jsonl", ExpertResponse)] == ["ins-1:expert", "ins-5:expert"]
+    verdicts = read_rows(tmp_path / "rverdicts.jsonl", Verdict)
+    assert [v.parent_id for v in verdicts if v.label == "safe"] == ["ins-1:expert", "ins-5:expert"]
     stats = _stats(tmp_path, "self.json")
     assert stats["dropped"] == {"empty_response": 1, "judged_unsafe": 3, "outcome_content_filter": 1}
     assert stats["in"] == 7 and stats["judged"] == 5 and stats["kept"] == 2
@@ -104,10 +107,11 @@ def test_self_evaluate_keeps_only_clean_refusals(load_stage, tmp_path):
 
 def test_llm_judge_stage_cache_properties(load_stage, tmp_path):
     """Crash half way then re-run: total calls == items. Unchanged re-run: no call. One changed row: one call."""
-    crash = _params(tmp_path, judge={"backend": "fake", "options": {"template": JSON_UNSAFE, "crash_after": 3}})
+    crash = _params(tmp_path, judge_instructions={"backend": "fake",
+                                                  "options": {"template": JSON_UNSAFE, "crash_after": 3}})
     res = _judge(load_stage, tmp_path, crash)
     assert res.exit_code != 0 and not (tmp_path / "verdicts.jsonl").exists()
-    params = _params(tmp_path, judge={"backend": "fake", "options": {"template": JSON_UNSAFE}})
+    params = _params(tmp_path, judge_instructions={"backend": "fake", "options": {"template": JSON_UNSAFE}})
     assert _judge(load_stage, tmp_path, params).exit_code == 0
     first = _stats(tmp_path, "judge.json")
     assert first["gateway"]["calls"] == 3 and first["gateway"]["cache_hits"] == 3  # 3 paid before the crash
@@ -126,7 +130,7 @@ def test_llm_judge_stage_cache_properties(load_stage, tmp_path):
 
 
 def test_judge_parse_failures_are_counted_not_fatal(load_stage, tmp_path):
-    params = _params(tmp_path, judge={"backend": "fake", "options": {"template": "no idea, sorry ({n})"}})
+    params = _params(tmp_path, judge_instructions={"backend": "fake", "options": {"template": "no idea, sorry ({n})"}})
     res = _judge(load_stage, tmp_path, params)
     assert res.exit_code == 0, res.output
     assert _stats(tmp_path, "judge.json")["parse_failures"] == 6
@@ -134,7 +138,7 @@ def test_judge_parse_failures_are_counted_not_fatal(load_stage, tmp_path):
 
 
 def test_judge_budget_stops_cleanly(load_stage, tmp_path):
-    params = _params(tmp_path, judge={"backend": "fake", "options": {"template": JSON_UNSAFE},
+    params = _params(tmp_path, judge_instructions={"backend": "fake", "options": {"template": JSON_UNSAFE},
                                       "prices": {"prompt": 1e6, "completion": 0.0}, "budget_usd": 1.0})
     res = _judge(load_stage, tmp_path, params)
     assert res.exit_code == 2 and "error: budget of $1.00 reached" in res.output
@@ -146,16 +150,17 @@ def test_bad_input_is_a_one_line_error(load_stage, tmp_path):
     shutil.copy(FIX / "filtered.jsonl", bad)
     with open(bad, "a") as fh:
         fh.write('{"id": "x", "instruction": 3}\n')
-    params = _params(tmp_path, judge={"backend": "fake", "options": {"template": JSON_UNSAFE}})
+    params = _params(tmp_path, judge_instructions={"backend": "fake", "options": {"template": JSON_UNSAFE}})
     res = _judge(load_stage, tmp_path, params, filtered=bad)
     assert res.exit_code == 2 and "filtered.jsonl:7: field" in res.output and "Traceback" not in res.output
     assert not (tmp_path / "verdicts.jsonl").exists()
 
 
 @pytest.mark.parametrize("section,override,message", [
-    ("judge", {"backend": "fake", "tresh": 1}, "unknown key 'judge.tresh'"),
-    ("judge", {"backend": "safe_response"}, "does task 'response', not 'instruction'"),
-    ("judge", {"backend": "no_such_backend"}, "unknown backend 'no_such_backend'"),
+    ("judge_instructions", {"backend": "fake", "tresh": 1}, "unknown key 'judge_instructions.tresh'"),
+    ("judge_instructions", {"backend": "embedding_classifier", "task": "response"},
+     "does task 'instruction', not 'response'"),
+    ("judge_instructions", {"backend": "no_such_backend"}, "unknown backend 'no_such_backend'"),
 ])
 def test_bad_config_is_a_one_line_error(load_stage, tmp_path, section, override, message):
     res = _judge(load_stage, tmp_path, _params(tmp_path, **{section: override}))
@@ -169,7 +174,7 @@ def test_select_threshold_change(load_stage, tmp_path):
     verdicts.write_text("\n".join(rows) + "\n")
 
     def kept(min_score: float) -> list[str]:
-        params = _params(tmp_path, select={"min_score": min_score})
+        params = _params(tmp_path, select_instructions={"min_score": min_score})
         res = _invoke(load_stage, "select_instructions", [
             "--filtered", str(FIX / "filtered.jsonl"), "--verdicts", str(verdicts),
             "--out", str(tmp_path / "out.jsonl"), "--rejected", str(tmp_path / "rej.jsonl"),

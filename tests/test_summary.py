@@ -97,7 +97,7 @@ def _make_var(name: str) -> str:
 
 def _compare_repo(tmp_path: Path) -> Path:
     """A throw-away repo holding this pipeline's dvc.yaml, params and result files, a commit, then a workspace
-    changing three params: what `make compare` sees after an experiment."""
+    changing two params: what `make compare` sees after an experiment."""
     repo = init_repo(tmp_path / "repo")
     files = ["dvc.yaml", "params.yaml", "metrics/eval.json", *(str(p.relative_to(REPO)) for p in
              [*(REPO / "stats").glob("*.json"), *(REPO / "dvclive").glob("*/metrics.json")])]
@@ -110,7 +110,7 @@ def _compare_repo(tmp_path: Path) -> Path:
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "baseline")
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["select"]["min_score"], params["judge"]["threshold"], params["expert"]["few_shot"] = 0.85, 0.7, 0
+    params["select_instructions"]["min_score"], params["judge_instructions"]["threshold"] = 0.85, 0.7
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return repo
 
@@ -121,7 +121,7 @@ def test_make_compare_fits_a_terminal_and_metrics_hold_no_timings(tmp_path):
                 "--keep", _make_var("COMPARE_KEEP"), COLUMNS="1000").stdout
     header = next(ln for ln in shown.splitlines() if "Experiment" in ln).split()
     assert {"harmful.dpo", "safe.sft", "cost_usd", "pairs.train"} <= set(header)
-    assert {"select.min_score", "judge.threshold", "expert.few_shot"} <= set(header)
+    assert {"select_instructions.min_score", "judge_instructions.threshold"} <= set(header)
     assert not [h for h in header if "/" in h or h.startswith("models.") or TIMING.search(h)]
     # an experiment row is named "├── 1a2b3c4 [exp-name]", wider than "workspace": count that in
     widest = max(len(ln.rstrip()) for ln in shown.splitlines())

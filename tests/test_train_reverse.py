@@ -100,7 +100,7 @@ def test_bad_input_is_one_line_error(tmp_path, tiny_model_dir):
 @pytest.mark.slow
 def test_reverse_on_real_smollm2(tmp_path):
     """A few steps of reversed tuning on SmolLM2-135M-Instruct, converted from the bundled GGUF by prepare_base."""
-    from saferinstruct.basemodel import BaseModelParams, materialise
+    from saferinstruct.prepare_base import BaseModelParams, materialise
 
     base = tmp_path / "base"
     materialise(BaseModelParams(source="bundled", cache_dir=str(tmp_path / "conversions")), base)

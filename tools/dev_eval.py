@@ -25,7 +25,7 @@ from pathlib import Path
 
 import click
 
-from saferinstruct.helpful import parse_hh
+from saferinstruct.sources.hh_rlhf import parse_hh
 from saferinstruct.io import read_rows
 from saferinstruct.judging.refusal import classify_refusal
 from saferinstruct.llm.base import ChatRequest, GenerationParams

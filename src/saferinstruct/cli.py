@@ -95,6 +95,41 @@ def calibrate(labelled: str, params_path: str, judge_prompt: str, cache_dir: str
     click.echo(json.dumps(report, indent=2) if as_json else render_report(report, judge.name, labelled))
 
 
+@main.command()
+@click.option("--namespace", required=True, help="Hub user or organisation the repositories belong to.")
+@click.option("--out", "out_dir", default="dist/hub", show_default=True,
+              help="Where the Hub layout is written (git-ignored).")
+@click.option("--preferences", default="data/preferences", show_default=True, help="train.jsonl, test.jsonl, README.md")
+@click.option("--model", "models", multiple=True, default=("sft=models/sft", "dpo=models/dpo"), show_default=True,
+              metavar="NAME=DIR", help="A trained model directory to publish; repeatable.")
+@click.option("--metrics", "metrics_path", default="metrics/eval.json", show_default=True,
+              help="Evaluation metrics for the cards' table ('' for none).")
+@click.option("--base-model", default="HuggingFaceTB/SmolLM2-135M-Instruct", show_default=True,
+              help="Hub id of the model prepare_base started from (the bundled GGUF is SmolLM2-135M-Instruct).")
+@click.option("--push", is_flag=True, help="Upload with the token in HF_TOKEN (docs/publishing.md).")
+@click.option("--public", is_flag=True, help="With --push: create public repositories (default: private).")
+@click.option("--no-gate", is_flag=True, help="With --push: do not ask for manual access approval.")
+@clean_errors
+def publish(namespace: str, out_dir: str, preferences: str, models: tuple[str, ...], metrics_path: str,
+            base_model: str, push: bool, public: bool, no_gate: bool) -> None:
+    """Write the preference dataset and each model in Hugging Face Hub layout with cards; --push uploads them."""
+    import os
+
+    from saferinstruct.errors import UserError
+    from saferinstruct.publish import publish as write_layout
+    from saferinstruct.publish import push as upload
+
+    pairs = dict(m.split("=", 1) for m in models if "=" in m)
+    if len(pairs) != len(models):
+        raise UserError(f"--model takes NAME=DIR, got {', '.join(m for m in models if '=' not in m)}")
+    targets = write_layout(preferences, pairs, metrics_path or None, out_dir, namespace, base_model)
+    for t in targets:
+        click.echo(f"{t.folder} -> {t.repo_type} {t.repo_id}")
+    if push:
+        for url in upload(targets, os.environ.get("HF_TOKEN", ""), private=not public, gated=not no_gate):
+            click.echo(f"pushed {url}")
+
+
 @main.command("results-table")
 @click.option("--metrics", "metrics_path", default="metrics/eval.json", show_default=True)
 @click.option("--readme", default="README.md", show_default=True)

@@ -1,8 +1,11 @@
-"""Content hashes for files and directories: model identities, data hashes in checkpoint configs, cache keys."""
+"""Content hashes for files and directories (model identities, data hashes in checkpoint configs, cache keys) and the
+seeded choices built on them: held-out splits and samples."""
 
 from __future__ import annotations
 
 import hashlib
+import random
+from collections.abc import Sequence
 from pathlib import Path
 
 _CHUNK = 1 << 20
@@ -38,3 +41,17 @@ def in_holdout(row_id: str, fraction: float, salt: int | str = 0) -> bool:
     average, not exactly.
     """
     return int(text_sha256(f"{salt}\x00{row_id}")[:8], 16) / 0x1_0000_0000 < fraction
+
+
+def seeded_sample(count: int, n: int | None, seed: int | str) -> list[int]:
+    """Ascending indices of a seeded sample of ``n`` of ``count`` rows (all of them when ``n`` is None or not
+    smaller): the one sampler every stage uses, so a given (seed, count, n) always keeps the same rows.
+    ``random.Random(seed).sample``: the draw the committed outputs were made with (changing it re-picks rows)."""
+    if n is None or n >= count:
+        return list(range(count))
+    return sorted(random.Random(seed).sample(range(count), n))
+
+
+def sample_rows(rows: Sequence, n: int | None, seed: int | str) -> list:
+    """The rows :func:`seeded_sample` keeps, in their original order."""
+    return [rows[i] for i in seeded_sample(len(rows), n, seed)]

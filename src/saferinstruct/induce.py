@@ -7,7 +7,6 @@ sent in chunks of a few batches, so batches stay full of similar lengths and the
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 from tqdm import tqdm
 
+from saferinstruct.hashing import sample_rows
 from saferinstruct.io import read_json
 from saferinstruct.llm import local  # noqa: F401 - registers the "transformers" backend without loading the others
 from saferinstruct.llm.base import Backend, ChatRequest, GenerationParams, Message, backend_class
@@ -64,11 +64,8 @@ class InduceResult:
 
 
 def select_sources(sources: Sequence[SourceText], max_sources: int | None, seed: int) -> list[SourceText]:
-    """All sources, or a seeded subset in input order (a row's membership depends only on its id and the seed)."""
-    if max_sources is None or len(sources) <= max_sources:
-        return list(sources)
-    rank = sorted(range(len(sources)), key=lambda i: hashlib.sha256(f"{seed}:{sources[i].id}".encode()).digest())
-    return [sources[i] for i in sorted(rank[:max_sources])]
+    """All sources, or a seeded subset in input order (:func:`saferinstruct.hashing.sample_rows`)."""
+    return sample_rows(sources, max_sources, seed)
 
 
 def truncate(text: str, max_chars: int) -> str:

@@ -21,12 +21,13 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from saferinstruct.hashing import in_holdout
-from saferinstruct.helpful import HelpfulSource, load_helpful
+from saferinstruct.hashing import in_holdout, seeded_sample
+from saferinstruct.helpful_pairs import HelpfulSource, load_helpful
 from saferinstruct.io import Quarantine, RowError
 from saferinstruct.params import Params
 from saferinstruct.records import (ChatTurn, ExpertResponse, InducedInstruction, PreferencePair, RejectedRow,
                                    SourceText, Verdict, as_text)
+from saferinstruct.rejects import Rejects
 from saferinstruct.sources.leakage import EvalFile, eval_prompt_keys
 from saferinstruct.sources.text import match_key
 
@@ -90,11 +91,11 @@ class PreferenceResult:
 class _Builder:
     def __init__(self, p: PreferenceParams, embedder=None):
         self.p, self.eval_keys, self.seen, self.embedder = p, eval_prompt_keys(p.eval_files), {}, embedder
-        self.res, self.reasons = PreferenceResult(), {"safety": Counter(), "helpful": Counter()}
+        self.res, self.rejects = PreferenceResult(), Rejects(STAGE, groups=("safety", "helpful"))
+        self.res.rejected = self.rejects.rows
 
     def reject(self, kind: str, row_id: str, reason: str, detail: str, row: dict | None = None) -> None:
-        self.reasons[kind][reason] += 1
-        self.res.rejected.append(RejectedRow(id=row_id, stage=STAGE, reason=reason, detail=detail, row=row or {}))
+        self.rejects.add(kind, row_id, reason, detail, row)
 
     def prompt_ok(self, kind: str, pair: _Pair) -> bool:
         """Leakage and duplicate checks shared by both kinds."""
@@ -197,7 +198,7 @@ class _Builder:
         return [pair for i, pair in enumerate(pool) if i in keep]
 
     def _sample(self, kind: str, pairs: list[_Pair], n: int) -> list[_Pair]:
-        chosen = set(random.Random(f"{self.p.seed}:{kind}").sample(range(len(pairs)), n))
+        chosen = set(seeded_sample(len(pairs), n, f"{self.p.seed}:{kind}"))
         for i, pair in enumerate(pairs):
             if i not in chosen:
                 self.reject(kind, pair.id, "not_sampled", f"mix/cap keeps {n}")
@@ -276,7 +277,7 @@ def build_preferences(p: PreferenceParams, data: Inputs, embedder=None) -> Prefe
     safety = b.safety(data)
     if not safety:
         raise RowError("kept instructions", None, f"no safety pairs: of {len(data.instructions)} kept instructions none has a safe expert "
-                         f"response ({dict(b.reasons['safety'])}); check the upstream stages' stats")
+                         f"response ({dict(b.rejects.counts['safety'])}); check the upstream stages' stats")
     pool = b.helpful()
     helpful = b.mix(pool, safety, round(len(safety) * p.helpful_ratio))
     if p.helpful_rejected == "expert_refusal":
@@ -291,7 +292,7 @@ def build_preferences(p: PreferenceParams, data: Inputs, embedder=None) -> Prefe
                   "instruction_judge": sorted({v.judge for v in data.instruction_verdicts}),
                   "expert": sorted({r.model for r in data.responses}),
                   "response_judge": sorted({v.judge for v in data.response_verdicts})}
-    res.stats = _stats(data, safety, helpful, len(pool), b.reasons, res)
+    res.stats = _stats(data, safety, helpful, len(pool), b.rejects.counts, res)
     return res
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from saferinstruct.errors import InputError
 from saferinstruct.funnel_table import StageRow, render_funnel_table, summarise_stage
 from saferinstruct.io import RowError, read_rows
 from saferinstruct.records import PreferencePair, Verdict
@@ -51,7 +52,7 @@ class _Source:
         try:
             sha = resolve_rev(SCM(repo), spec)
         except SCMError as err:
-            raise RowError(spec, None, f"not a directory, file, git revision or experiment name ({err})") from None
+            raise InputError(spec, f"not a directory, file, git revision or experiment name ({err})") from None
         self.label = f"{spec} ({sha[:7]})"
         self.fs = DVCFileSystem(repo=repo, rev=sha)
 
@@ -74,7 +75,7 @@ class _Source:
             try:
                 self.fs.get_file(path, str(local))
             except FileNotFoundError:
-                raise RowError(f"{self.label}:{path}", None, "tracked by DVC but in neither the local cache nor "
+                raise InputError(f"{self.label}:{path}", "tracked by DVC but in neither the local cache nor "
                                "the remote: `dvc fetch` it at that revision (or `dvc pull` there) first") from None
             try:
                 return read_rows(local, model)
@@ -153,7 +154,7 @@ def load_version(spec: str, repo: str = ".") -> Version:
     else:
         version.missing.append(VERDICTS)
     if not version.splits and not version.stats:
-        raise RowError(spec, None, f"no preference files ({', '.join(SPLITS.values())}) and no {STATS_DIR}/*.json")
+        raise InputError(spec, f"no preference files ({', '.join(SPLITS.values())}) and no {STATS_DIR}/*.json")
     return version
 
 

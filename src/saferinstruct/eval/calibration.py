@@ -12,14 +12,13 @@ answer is not given credit for the rows it skipped.
 
 from __future__ import annotations
 
-import csv
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from saferinstruct.io import RowError
 from saferinstruct.judging.base import Judge, JudgeItem
+from saferinstruct.sources.readers import parse_rows
 
 CLASSES = ("compliance", "refusal", "partial")
 REFUSING = ("refusal", "partial")  # what the evaluation's refusal rate counts
@@ -35,28 +34,10 @@ class LabelledResponse:
     label: str
 
 
-def _read_any(path: Path) -> list[tuple[int, dict]]:
-    if not path.exists():
-        raise RowError(path, None, "file not found")
-    if path.suffix.lower() == ".csv":
-        with open(path, encoding="utf-8-sig", newline="") as fh:
-            reader = csv.DictReader(fh)
-            return [(reader.line_num, row) for row in reader]
-    rows = []
-    with open(path, encoding="utf-8-sig") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if line.strip():
-                try:
-                    rows.append((lineno, json.loads(line)))
-                except json.JSONDecodeError as err:
-                    raise RowError(path, lineno, f"bad JSON: {err.msg} (column {err.colno})") from None
-    return rows
-
-
 def load_labelled(path: Path | str) -> list[LabelledResponse]:
     """Rows of a human-labelled file in either layout; an unknown label names file and line."""
     path = Path(path)
-    rows = _read_any(path)
+    rows = list(parse_rows(path, dict, allow_empty=True))  # the one raw-file reader (sources.readers)
     if not rows:
         raise RowError(path, None, "file is empty (no rows)")
     first = rows[0][1]

@@ -18,6 +18,7 @@ from pydantic import Field, field_validator
 
 from saferinstruct.eval.metrics import MetricsParams, compute_metrics, plot_rows
 from saferinstruct.eval.sets import EvalPrompt, SetsParams, build_eval_sets
+from saferinstruct.judging import refusal  # noqa: F401 - registers the offline `refusal_keywords` judge
 from saferinstruct.judging.base import Judge, JudgeItem
 from saferinstruct.judging.factory import JudgeSpec, build_judge
 from saferinstruct.llm.base import ChatRequest, ChatResult, GenerationParams, make_backend

@@ -8,7 +8,6 @@ from its training sources.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,10 +15,11 @@ from typing import Literal
 
 from pydantic import Field
 
+from saferinstruct.hashing import sample_rows
 from saferinstruct.io import RowError
-from saferinstruct.judging.labelled import normalise_text
 from saferinstruct.params import Params, ParamsError
 from saferinstruct.sources.readers import BadField, detect_format, parse_rows
+from saferinstruct.sources.text import match_key
 
 Kind = Literal["harmful", "safe"]
 SI_GROUPS = ("hh", "si", "beaver")
@@ -148,10 +148,7 @@ def load_user_set(spec: UserSet, root: Path | str = ".") -> list[EvalPrompt]:
 
 def sample(prompts: list[EvalPrompt], n: int | None, seed: int) -> list[EvalPrompt]:
     """A seeded sample of ``n`` rows in file order (all rows when ``n`` is None or larger than the set)."""
-    if n is None or n >= len(prompts):
-        return list(prompts)
-    keep = sorted(random.Random(seed).sample(range(len(prompts)), n))
-    return [prompts[i] for i in keep]
+    return sample_rows(prompts, n, seed)
 
 
 def build_eval_sets(params: SetsParams, advbench: Path | str, safer_instruct_test: Path | str,
@@ -170,10 +167,10 @@ def build_eval_sets(params: SetsParams, advbench: Path | str, safer_instruct_tes
              "xstest_unsafe": params.xstest_unsafe_n,
              **{f"safer_instruct_{g}": params.safer_instruct_per_group for g in SI_GROUPS},
              **{u.name: u.n for u in params.user_sets}}
-    trained = {normalise_text(t) for t in train_prompts}
+    trained = {match_key(t) for t in train_prompts}
     report, out = LoadReport(), []
     for name, rows in by_set.items():
-        clean = [p for p in rows if normalise_text(p.prompt) not in trained]
+        clean = [p for p in rows if match_key(p.prompt) not in trained]
         chosen = sample(clean, sizes[name], params.seed)
         report.read[name], report.kept[name] = len(rows), len(chosen)
         report.train_overlap[name] = len(rows) - len(clean)

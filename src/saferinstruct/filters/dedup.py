@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from saferinstruct.filters.heuristics import normalise
+from saferinstruct.filters.heuristics import duplicate_key
 
 # Rows compared per matrix product: bounds memory at block x n floats while staying vectorised.
 _BLOCK = 1024
@@ -17,7 +17,7 @@ def exact_duplicates(texts: Sequence[str]) -> dict[int, int]:
     first: dict[str, int] = {}
     dups: dict[int, int] = {}
     for i, text in enumerate(texts):
-        key = normalise(text)
+        key = duplicate_key(text)
         if key in first:
             dups[i] = first[key]
         else:

@@ -9,12 +9,25 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from saferinstruct.filters.quality import QualityFilterParams
+from pydantic import Field
+
+from saferinstruct.params import Params
 
 Rejection = tuple[str, str] | None
+
+
+class HeuristicParams(Params):
+    """The row heuristics' thresholds (the first keys of params.yaml `quality_filter`)."""
+
+    min_words: int = Field(default=3, ge=0)
+    max_words: int = Field(default=120, ge=1)
+    max_chars: int = Field(default=1000, ge=1)
+    min_letter_ratio: float = Field(default=0.6, ge=0, le=1)  # letters among non-space characters
+    repeat_ngram: int = Field(default=3, ge=1)
+    max_repeated_ngram_ratio: float = Field(default=0.3, ge=0, le=1)
+    copy_ngram: int = Field(default=3, ge=1)
+    max_copy_ratio: float = Field(default=0.6, ge=0, le=1)  # share of word n-grams copied from the source text
 
 _WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
 _CLAUSE = re.compile(r"[.,;:!\n]+")
@@ -44,8 +57,10 @@ def words(text: str) -> list[str]:
     return [w.lower() for w in _WORD.findall(text)]
 
 
-def normalise(text: str) -> str:
-    """Case, width, punctuation and spacing folded away: the key for exact duplicates."""
+def duplicate_key(text: str) -> str:
+    """quality_filter's exact-duplicate key: the heuristics' own word tokens (NFKC, lower case), joined. Deliberately
+    not saferinstruct.sources.text.match_key, the leakage rule: words keep inner apostrophes ("don't" is not "don t")
+    and underscores split, the tokenisation every heuristic here counts by."""
     return " ".join(words(unicodedata.normalize("NFKC", text)))
 
 
@@ -87,7 +102,7 @@ def looks_like_request(text: str) -> bool:
     return False
 
 
-def check_text(instruction: str, source: str, p: QualityFilterParams) -> Rejection:
+def check_text(instruction: str, source: str, p: HeuristicParams) -> Rejection:
     """The first heuristic an instruction fails, in a fixed order, or None."""
     text = instruction.strip()
     if not text:

@@ -19,8 +19,7 @@ from pydantic import Field
 
 from saferinstruct.embeddings import Embedder
 from saferinstruct.filters.dedup import exact_duplicates, near_duplicates
-from saferinstruct.filters.heuristics import check_text
-from saferinstruct.params import Params
+from saferinstruct.filters.heuristics import HeuristicParams, check_text
 from saferinstruct.records import InducedInstruction, RejectedRow
 
 STAGE = "quality_filter"
@@ -28,17 +27,9 @@ REASONS = ("empty", "non_language", "too_short", "too_long", "repeated_ngrams", 
            "exact_duplicate", "off_source", "near_duplicate")
 
 
-class QualityFilterParams(Params):
-    """params.yaml `quality_filter`."""
+class QualityFilterParams(HeuristicParams):
+    """params.yaml `quality_filter`: the heuristics' thresholds, then the duplicate and source-similarity checks."""
 
-    min_words: int = Field(default=3, ge=0)
-    max_words: int = Field(default=120, ge=1)
-    max_chars: int = Field(default=1000, ge=1)
-    min_letter_ratio: float = Field(default=0.6, ge=0, le=1)  # letters among non-space characters
-    repeat_ngram: int = Field(default=3, ge=1)
-    max_repeated_ngram_ratio: float = Field(default=0.3, ge=0, le=1)
-    copy_ngram: int = Field(default=3, ge=1)
-    max_copy_ratio: float = Field(default=0.6, ge=0, le=1)  # share of word n-grams copied from the source text
     near_dup_threshold: float | None = Field(default=0.9, ge=-1, le=1)  # cosine; null turns the embedding check off
     min_source_similarity: float | None = Field(default=None, ge=-1, le=1)  # cosine with the source text; null: off
     embedding_model: str = ""  # "" = the bundled all-MiniLM-L6-v2

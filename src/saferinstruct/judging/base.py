@@ -15,8 +15,9 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from importlib.metadata import entry_points
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -115,3 +116,32 @@ class Judge(ABC):
         if item.response is None:
             raise ValueError(f"item {item.id}: task '{self.task}' needs a response")
         return item.response
+
+
+# The one registry of judges that are not a gateway backend (offline rules and models, plugins): backend name ->
+# (task, builder). A builder takes the params section's JudgeSpec, the classifier directory and the section name (for
+# option errors). Built-in judges register when their module is imported (each stage imports the judge modules it can
+# use, so its dvc.yaml deps list exactly those); plugins register from the ``saferinstruct.judges`` entry-point group,
+# like gateway backends from ``saferinstruct.backends`` (saferinstruct.llm.base).
+JudgeBuilder = Callable[..., Judge]
+_JUDGES: dict[str, tuple[Task, JudgeBuilder]] = {}
+
+
+def register_judge(name: str, task: Task) -> Callable[[JudgeBuilder], JudgeBuilder]:
+    def add(build: JudgeBuilder) -> JudgeBuilder:
+        _JUDGES[name] = (task, build)
+        return build
+
+    return add
+
+
+def registered_judge(name: str) -> tuple[Task, JudgeBuilder] | None:
+    """(task, builder) of the judge registered as ``name`` (loading plugins on a miss), or None."""
+    if name not in _JUDGES:
+        for ep in entry_points(group="saferinstruct.judges"):
+            ep.load()
+    return _JUDGES.get(name)
+
+
+def registered_judges() -> list[str]:
+    return sorted(_JUDGES)

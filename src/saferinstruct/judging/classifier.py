@@ -13,19 +13,21 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 from safetensors.torch import load_file, save
 
 from saferinstruct.embeddings import Embedder
 from saferinstruct.hashing import file_sha256, text_sha256
 from saferinstruct.io import atomic_open, write_json
-from saferinstruct.judging.base import Judge, JudgeItem
-from saferinstruct.judging.labelled import Prompt, build_training_set, normalise_text, read_prompts
-from saferinstruct.params import Params
+from saferinstruct.judging.base import Judge, JudgeItem, register_judge
+from saferinstruct.judging.labelled import Prompt, build_training_set, read_prompts
+from saferinstruct.params import Params, ParamsError
 from saferinstruct.records import Verdict
+from saferinstruct.sources.leakage import EvalFile
+from saferinstruct.sources.text import match_key
 
 HEAD_FILE, CONFIG_FILE = "head.safetensors", "config.json"
 
@@ -41,6 +43,20 @@ class SafetyClassifierParams(Params):
     max_per_file: int | None = Field(default=None, ge=1)
     # Evaluation prompts embedded per file for the measured flag rates (all of them are used for the overlap drop).
     eval_sample: int = Field(default=200, ge=0)
+    # The evaluation prompts (params.yaml's one list): never trained on; each needs a label (unsafe | safe).
+    eval_files: list[EvalFile] = Field(default_factory=list)
+
+    @field_validator("eval_files")
+    @classmethod
+    def _labelled(cls, files: list[EvalFile]) -> list[EvalFile]:
+        unlabelled = [f.path for f in files if f.label is None]
+        if unlabelled:
+            raise ValueError(f"give each evaluation file a label (unsafe | safe): {unlabelled}")
+        return files
+
+    def eval_paths(self) -> dict[str, list[str]]:
+        """Evaluation file paths per label, unsafe first (the order their prompts are read in)."""
+        return {label: [f.path for f in self.eval_files if f.label == label] for label in ("unsafe", "safe")}
 
 
 class Encoder(Protocol):
@@ -174,7 +190,7 @@ def train_safety_classifier(unsafe_files: Sequence[Path | str], safe_files: Sequ
     save_head(out_dir, head, {"encoder": encoder.identity, "encoder_sha256": encoder.sha256,
                               "max_length": params.max_length, "threshold": params.threshold,
                               "params": params.model_dump(), "holdout": stats["holdout"],
-                              "eval_prompts_excluded": len({normalise_text(p.text) for p in evals})})
+                              "eval_prompts_excluded": len({match_key(p.text) for p in evals})})
     return stats
 
 
@@ -218,3 +234,10 @@ class EmbeddingClassifierJudge(Judge):
     def stats(self) -> dict:
         return {**super().stats(), "threshold": self.threshold, "encoder": self.encoder.identity,
                 "holdout": self.config.get("holdout", {})}
+
+
+@register_judge("embedding_classifier", "instruction")
+def _build(spec: Any, classifier_dir: Path | str | None, section: str) -> Judge:
+    if classifier_dir is None:
+        raise ParamsError("the embedding_classifier judge needs the trained classifier directory")
+    return EmbeddingClassifierJudge(classifier_dir, PinnedEncoder.for_head(classifier_dir), spec.threshold)

@@ -1,8 +1,11 @@
 """``JudgeSpec`` (a params section) -> a ready :class:`~saferinstruct.judging.base.Judge`.
 
-``backend`` is either an offline judge (``embedding_classifier``, ``refusal_keywords``, ``safe_response``: no key, no
-server, no GPU) or any gateway backend (``openai``, ``transformers``, ``vllm``, ``fake``, plugins), which makes an
-:class:`~saferinstruct.judging.llm_judge.LLMJudge` with a prompt file and a call cache.
+``backend`` is either a registered judge (:func:`~saferinstruct.judging.base.register_judge`: the offline
+``embedding_classifier`` in judging.classifier, ``safe_response`` in judging.safe_response, ``refusal_keywords`` in
+judging.refusal, and ``saferinstruct.judges`` plugins; no key, no server, no GPU) or any gateway backend (``openai``,
+``transformers``, ``vllm``, ``fake``, plugins), which makes an :class:`~saferinstruct.judging.llm_judge.LLMJudge` with
+a prompt file and a call cache. This module imports no judge: a stage imports the offline judge modules it offers, so
+its import closure (its dvc.yaml deps) holds only those.
 """
 
 from __future__ import annotations
@@ -14,12 +17,9 @@ from typing import Any
 from pydantic import Field
 
 from saferinstruct.judging.backend_options import PriceParams, checked_backend_class, with_model
-from saferinstruct.judging.base import Judge, Task
+from saferinstruct.judging.base import Judge, Task, registered_judge, registered_judges
 from saferinstruct.llm.base import GenerationParams, make_backend
-from saferinstruct.params import Params, ParamsError, parse_section
-
-OFFLINE_TASKS: dict[str, Task] = {"embedding_classifier": "instruction", "refusal_keywords": "refusal",
-                                  "safe_response": "response"}
+from saferinstruct.params import Params, ParamsError
 
 
 class JudgeSpec(Params):
@@ -36,23 +36,25 @@ class JudgeSpec(Params):
 
 
 class JudgeStageSpec(JudgeSpec):
-    """A judging stage's own section (``judge``, ``self_eval``): the judge plus the share of its calls that may still
-    fail after retries (those rows are dropped and counted; above it the stage fails and writes nothing)."""
+    """A judging stage's own section (``judge_instructions``, ``self_evaluate``): the judge plus the share of its calls
+    that may still fail after retries (those rows are dropped and counted; above it the stage fails and writes
+    nothing)."""
 
     max_error_fraction: float = Field(default=0.0, ge=0.0, le=1.0)
 
 
 def build_judge(spec: JudgeSpec, prompt_path: Path | str | None = None, cache_dir: Path | str | None = None,
                 secrets: Mapping[str, str] | None = None, classifier_dir: Path | str | None = None,
-                section: str = "judge") -> Judge:
+                section: str = "judge_instructions") -> Judge:
     """The judge ``spec`` describes. ``prompt_path`` and ``cache_dir`` are for LLM judges, ``classifier_dir`` (the
     output of train_safety_classifier) for the embedding classifier; ``secrets`` maps env var names to values;
     ``section`` is the params section ``spec`` came from (named in option errors)."""
-    if spec.backend in OFFLINE_TASKS:
-        if spec.task != OFFLINE_TASKS[spec.backend]:
-            raise ParamsError(f"judge backend '{spec.backend}' does task '{OFFLINE_TASKS[spec.backend]}', "
-                             f"not '{spec.task}'")
-        return _offline(spec, classifier_dir, section)
+    offline = registered_judge(spec.backend)
+    if offline is not None:
+        task, build = offline
+        if spec.task != task:
+            raise ParamsError(f"judge backend '{spec.backend}' does task '{task}', not '{spec.task}'")
+        return build(spec, classifier_dir, section)
     from saferinstruct.judging.llm_judge import LLMJudge
     from saferinstruct.judging.prompts import PromptTemplate
     from saferinstruct.llm.gateway import Gateway, Prices
@@ -60,25 +62,10 @@ def build_judge(spec: JudgeSpec, prompt_path: Path | str | None = None, cache_di
     if prompt_path is None:
         raise ParamsError(f"an LLM judge (backend '{spec.backend}') needs a prompt file")
     prompt = PromptTemplate.load(prompt_path)
-    checked_backend_class(spec.backend, also=f"; offline judges: {', '.join(OFFLINE_TASKS)}")
+    checked_backend_class(spec.backend, also=f"; offline judges here: {', '.join(registered_judges()) or 'none'}")
     backend = make_backend(spec.backend, with_model(spec.backend, spec.options, spec.model), secrets=secrets,
                            section=f"{section}.options")
     gateway = Gateway(backend, cache_dir=cache_dir, prices=Prices(spec.prices.prompt, spec.prices.completion),
                       budget_usd=spec.budget_usd)
     return LLMJudge(spec.task, gateway, prompt, spec.generation, name=f"llm:{backend.identity()}")
 
-
-def _offline(spec: JudgeSpec, classifier_dir: Path | str | None, section: str) -> Judge:
-    if spec.backend == "refusal_keywords":
-        from saferinstruct.judging.refusal import RefusalKeywordJudge
-
-        return RefusalKeywordJudge()
-    if spec.backend == "safe_response":
-        from saferinstruct.judging.refusal import SafeResponseJudge, SafeResponseOptions
-
-        return SafeResponseJudge(parse_section(spec.options, f"{section}.options", SafeResponseOptions))
-    from saferinstruct.judging.classifier import EmbeddingClassifierJudge, PinnedEncoder
-
-    if classifier_dir is None:
-        raise ParamsError("the embedding_classifier judge needs the trained classifier directory")
-    return EmbeddingClassifierJudge(classifier_dir, PinnedEncoder.for_head(classifier_dir), spec.threshold)

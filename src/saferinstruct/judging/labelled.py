@@ -8,18 +8,16 @@ overrides the label a file was given.
 
 from __future__ import annotations
 
-import csv
-import gzip
-import json
 import re
-import unicodedata
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from saferinstruct.hashing import in_holdout as _hash_in_holdout
 from saferinstruct.io import RowError
+from saferinstruct.sources.readers import parse_rows
+from saferinstruct.sources.text import match_key
 
 TEXT_FIELDS = ("instruction", "prompt", "goal")
 SPREADSHEET_ARTEFACTS = {"#NAME?", "#VALUE!", "#REF!"}
@@ -34,12 +32,6 @@ class Prompt:
     label: str  # "unsafe" | "safe"
 
 
-def normalise_text(text: str) -> str:
-    """Comparison key: NFKC, lower case, punctuation dropped, whitespace collapsed."""
-    text = unicodedata.normalize("NFKC", text).lower()
-    return " ".join(re.sub(r"[^\w\s]", " ", text).split())
-
-
 def _text_of(row: dict, path: Path, line: int) -> str:
     for key in TEXT_FIELDS:
         if isinstance(row.get(key), str):
@@ -50,40 +42,12 @@ def _text_of(row: dict, path: Path, line: int) -> str:
     raise RowError(path, line, f"no text field (expected one of {', '.join(TEXT_FIELDS)}, or an hh-rlhf 'chosen')")
 
 
-def _rows(path: Path) -> Iterator[tuple[int, dict]]:
-    name = path.name.lower()
-    if name.endswith(".csv"):
-        with open(path, newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
-            for row in reader:
-                yield reader.line_num, row
-    elif name.endswith(".json"):
-        data = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(data, list):
-            raise RowError(path, None, "expected a JSON list of objects")
-        for i, row in enumerate(data, start=1):
-            yield i, row if isinstance(row, dict) else {}
-    elif name.endswith((".jsonl", ".jsonl.gz")):
-        opener = gzip.open if name.endswith(".gz") else open
-        with opener(path, "rt", encoding="utf-8") as fh:
-            for i, line in enumerate(fh, start=1):
-                if line.strip():
-                    try:
-                        yield i, json.loads(line)
-                    except json.JSONDecodeError as err:
-                        raise RowError(path, i, f"bad JSON: {err.msg}") from None
-    else:
-        raise RowError(path, None, "unsupported file type (use .csv, .json, .jsonl or .jsonl.gz)")
-
-
 def read_prompts(path: Path | str, label: str) -> tuple[list[Prompt], int]:
     """Prompts of one file with ``label`` (unless a row's own safe/unsafe label says otherwise); and the number of
     unusable rows skipped (empty text, spreadsheet artefacts such as ``#NAME?``)."""
     path = Path(path)
-    if not path.is_file():
-        raise RowError(path, None, "file not found")
     prompts, skipped = [], 0
-    for line, row in _rows(path):
+    for line, row in parse_rows(path, dict, allow_empty=True):  # the one raw-file reader (sources.readers)
         text = _text_of(row, path, line).strip()
         if not text or text in SPREADSHEET_ARTEFACTS:
             skipped += 1
@@ -103,20 +67,20 @@ class TrainingSet:
 
 def in_holdout(text: str, fraction: float, seed: int) -> bool:
     """A split by content hash (of the normalised text): stable whatever the order or the other rows are."""
-    return _hash_in_holdout(normalise_text(text), fraction, seed)
+    return _hash_in_holdout(match_key(text), fraction, seed)
 
 
 def build_training_set(prompts: Sequence[Prompt], eval_prompts: Sequence[Prompt], holdout_fraction: float,
                        seed: int) -> TrainingSet:
     """Drop rows equal (normalised) to an evaluation prompt, duplicates and label conflicts; split the rest."""
     out = TrainingSet()
-    eval_keys = {normalise_text(p.text) for p in eval_prompts}
+    eval_keys = {match_key(p.text) for p in eval_prompts}
     labels_by_key: dict[str, set[str]] = {}
     for p in prompts:
-        labels_by_key.setdefault(normalise_text(p.text), set()).add(p.label)
+        labels_by_key.setdefault(match_key(p.text), set()).add(p.label)
     seen: set[str] = set()
     for p in prompts:
-        key = normalise_text(p.text)
+        key = match_key(p.text)
         if key in eval_keys:
             out.dropped[f"eval_overlap:{Path(p.file).name}"] += 1
         elif len(labels_by_key[key]) > 1:

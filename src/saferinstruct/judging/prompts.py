@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from saferinstruct.errors import InputError
 from saferinstruct.hashing import text_sha256
 from saferinstruct.io import RowError
 from saferinstruct.llm.base import Message
@@ -51,7 +52,7 @@ class PromptTemplate:
     def load(cls, path: Path | str) -> PromptTemplate:
         path = Path(path)
         if not path.is_file():
-            raise RowError(path, None, "prompt file not found")
+            raise InputError(path, "prompt file not found")
         text = path.read_text(encoding="utf-8")
         return cls.parse(text, str(path))
 

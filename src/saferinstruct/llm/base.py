@@ -145,7 +145,7 @@ def backend_class(name: str) -> type[Backend]:
 def _load_builtin_and_plugins() -> None:
     import importlib
 
-    for mod in ("fake", "openai_backend", "local", "vllm_backend", "offline_judges"):
+    for mod in ("fake", "openai_backend", "local", "vllm_backend"):
         try:
             importlib.import_module(f"saferinstruct.llm.{mod}")
         except ModuleNotFoundError as err:  # a builtin whose optional dependency is missing
@@ -161,7 +161,7 @@ def make_backend(name: str, options: Params | dict[str, Any] | None = None,
                  secrets: Mapping[str, str] | None = None, section: str | None = None) -> Backend:
     """Build a backend by name; ``secrets`` maps environment variable names to values (e.g. ``os.environ``), of which
     the backend keeps only the ones it names in :meth:`Backend.secret_names`. ``section`` is where the options come
-    from in params.yaml (e.g. ``judge.options``), named in the error for a misspelled option."""
+    from in params.yaml (e.g. ``judge_instructions.options``), named in the error for a misspelled option."""
     cls = backend_class(name)
     backend = cls(options if isinstance(options, Params) else cls.parse_options(options, section))
     if secrets:

@@ -18,10 +18,10 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from saferinstruct.helpful import parse_hh
 from saferinstruct.io import Quarantine
 from saferinstruct.params import Params
 from saferinstruct.records import CATEGORIES, Category
+from saferinstruct.sources.hh_rlhf import parse_hh
 from saferinstruct.sources.readers import BadField, field_id, field_int, field_str, parse_rows
 
 MODERATION_FLAGS = ("S", "H", "V", "HR", "SH", "S3", "H2", "V2")

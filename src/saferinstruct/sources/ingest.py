@@ -11,15 +11,16 @@ or, with ``quarantine: true``, rejects with reason ``malformed``.
 
 from __future__ import annotations
 
-import random
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
 from pydantic import Field, model_validator
 
+from saferinstruct.hashing import seeded_sample
 from saferinstruct.io import Quarantine
 from saferinstruct.params import Params
 from saferinstruct.records import Provenance, RejectedRow, SourceText
+from saferinstruct.rejects import Rejects
 from saferinstruct.sources.corpora import LOADERS, Candidate, Corpus
 from saferinstruct.sources.leakage import EvalFile, eval_prompt_keys
 from saferinstruct.sources.readers import LineKeys
@@ -67,12 +68,12 @@ class _Run:
         self.id_lines: dict[str, int] = {}  # every id given out so far -> the line it came from
         self.groups: dict[tuple[str, str], list[SourceText]] = defaultdict(list)
         self.result = IngestResult()
-        self.reasons: dict[str, Counter] = defaultdict(Counter)
+        self.rejects = Rejects(STAGE)
+        self.result.rejected = self.rejects.rows
         self.read: Counter = Counter()
 
     def reject(self, corpus: str, row_id: str, reason: str, detail: str, row: dict) -> None:
-        self.reasons[corpus][reason] += 1
-        self.result.rejected.append(RejectedRow(id=row_id, stage=STAGE, reason=reason, detail=detail, row=row))
+        self.rejects.add(corpus, row_id, reason, detail, row)
 
     def corpus(self, c: Corpus) -> None:
         quarantine, line_keys = (Quarantine() if self.p.quarantine else None), LineKeys()
@@ -115,8 +116,7 @@ class _Run:
         keep: set[str] = set()
         for (corpus, category), rows in self.groups.items():
             n = caps[corpus]
-            chosen = range(len(rows)) if n is None or n >= len(rows) else \
-                random.Random(f"{self.p.seed}:{corpus}:{category}").sample(range(len(rows)), n)
+            chosen = seeded_sample(len(rows), n, f"{self.p.seed}:{corpus}:{category}")
             keep.update(rows[i].id for i in chosen)
         for c in self.p.corpora:  # corpus order, then file order: stable output
             for row in (r for (name, _), rows in self.groups.items() if name == c.name for r in rows):
@@ -135,8 +135,7 @@ def ingest(params: IngestParams) -> IngestResult:
     run.cap()
     kept = Counter(r.provenance.corpus for r in run.result.kept)
     total, pii = Counter(), Counter()
-    for reasons in run.reasons.values():
-        total.update(reasons)
+    total.update(run.rejects.total())
     for row in run.result.kept:
         pii.update(row.pii_scrubbed)
     run.result.stats = {
@@ -145,6 +144,6 @@ def ingest(params: IngestParams) -> IngestResult:
         "by_category": dict(sorted(Counter(r.category for r in run.result.kept).items())),
         "pii_scrubbed": dict(sorted(pii.items())),
         "by_corpus": {c.name: {"read": run.read[c.name], "kept": kept[c.name],
-                               "rejected": dict(sorted(run.reasons[c.name].items()))} for c in params.corpora},
+                               "rejected": run.rejects.of(c.name)} for c in params.corpora},
     }
     return run.result

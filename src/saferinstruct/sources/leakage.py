@@ -11,10 +11,12 @@ from saferinstruct.sources.text import match_key
 
 
 class EvalFile(Params):
-    """One evaluation file and the field holding its prompt."""
+    """One evaluation file, the field holding its prompt, and (for the safety classifier's measured flag rates) the
+    label its prompts carry unless a row's own ``label`` column says otherwise."""
 
     path: str
     field: str
+    label: Literal["unsafe", "safe"] | None = None
     format: Literal["auto", "csv", "jsonl", "json"] = "auto"
 
 

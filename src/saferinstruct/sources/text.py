@@ -54,7 +54,9 @@ def scrub_pii(text: str) -> tuple[str, Counter]:
 
 
 def match_key(text: str) -> str:
-    """Text identity for duplicate and leakage checks: NFKC, lower case, punctuation dropped, whitespace collapsed.
-    The same rule the evaluation side uses (saferinstruct.judging.labelled.normalise_text; a test keeps them equal),
-    so a prompt it would call "seen in training" is one ingest and build_preferences already removed."""
+    """Text identity for leakage and overlap checks: NFKC, lower case, punctuation dropped, whitespace collapsed.
+    The one rule for every such comparison (ingest, reverse_pairs, build_preferences, the safety classifier's
+    evaluation overlap, evaluate's seen-in-training drop), so a prompt evaluation calls "seen in training" is one the
+    data-building stages already removed. (quality_filter's duplicate key is deliberately different: see
+    saferinstruct.filters.heuristics.duplicate_key.)"""
     return " ".join(_PUNCT.sub(" ", unicodedata.normalize("NFKC", text).lower()).split())

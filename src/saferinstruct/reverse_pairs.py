@@ -14,7 +14,6 @@ seeded per-dataset sample keeps the default small; the train/val split is by see
 
 from __future__ import annotations
 
-import random
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -22,11 +21,12 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from saferinstruct.hashing import in_holdout
-from saferinstruct.helpful import parse_hh
+from saferinstruct.hashing import in_holdout, seeded_sample
 from saferinstruct.io import Quarantine
 from saferinstruct.params import Params
 from saferinstruct.records import RejectedRow, ReversePair
+from saferinstruct.rejects import Rejects
+from saferinstruct.sources.hh_rlhf import parse_hh
 from saferinstruct.sources.leakage import EvalFile, eval_prompt_keys
 from saferinstruct.sources.readers import BadField, LineKeys, field_id, field_str, parse_rows
 from saferinstruct.sources.text import match_key
@@ -169,11 +169,11 @@ class _Run:
     def __init__(self, p: ReversePairsParams):
         self.p, self.eval_keys, self.seen = p, eval_prompt_keys(p.eval_files), {}
         self.id_lines: dict[str, int] = {}  # every id given out so far -> the line it came from
-        self.res, self.reasons, self.read = ReversePairsResult(), {}, Counter()
+        self.res, self.rejects, self.read = ReversePairsResult(), Rejects(STAGE), Counter()
+        self.res.rejected = self.rejects.rows
 
     def reject(self, ds: str, row_id: str, reason: str, detail: str, row: dict) -> None:
-        self.reasons.setdefault(ds, Counter())[reason] += 1
-        self.res.rejected.append(RejectedRow(id=row_id, stage=STAGE, reason=reason, detail=detail, row=row))
+        self.rejects.add(ds, row_id, reason, detail, row)
 
     def dataset(self, ds: InstructionDataset) -> list[ReversePair]:
         quarantine, ok = (Quarantine() if self.p.quarantine else None), []
@@ -195,14 +195,14 @@ class _Run:
                         {"file": bad.file, "line": bad.line, "raw": bad.raw[:_SHOWN]})
         if ds.max_pairs is None or len(ok) <= ds.max_pairs:
             return ok
-        chosen = set(random.Random(f"{self.p.seed}:{ds.name}").sample(range(len(ok)), ds.max_pairs))
+        chosen = set(seeded_sample(len(ok), ds.max_pairs, f"{self.p.seed}:{ds.name}"))
         for i, row in enumerate(ok):
             if i not in chosen:
                 self.reject(ds.name, row.id, "over_cap", f"max_pairs={ds.max_pairs}", {})
         return [row for i, row in enumerate(ok) if i in chosen]
 
     def stats(self) -> dict:
-        res, total = self.res, sum(self.reasons.values(), Counter())
+        res, total = self.res, self.rejects.total()
 
         def count(rows: list[ReversePair], name: str) -> int:
             return sum(r.dataset == name for r in rows)
@@ -211,7 +211,7 @@ class _Run:
                 "val": len(res.val), "rejected": dict(sorted(total.items())), "malformed": total.get("malformed", 0),
                 "by_dataset": {d.name: {"read": self.read[d.name], "train": count(res.train, d.name),
                                         "val": count(res.val, d.name),
-                                        "rejected": dict(sorted(self.reasons.get(d.name, Counter()).items()))}
+                                        "rejected": self.rejects.of(d.name)}
                                for d in self.p.datasets}}
 
 

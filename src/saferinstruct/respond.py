@@ -52,7 +52,7 @@ class ExpertRun:
 
 
 def expert_options(params: ExpertParams, default_model: str | None) -> dict[str, Any]:
-    """Backend options with the model filled in: ``expert.model``, else an explicit option, else (for a local-model
+    """Backend options with the model filled in: ``respond.model``, else an explicit option, else (for a local-model
     backend, one with a ``model_path`` option) ``default_model``, the stage's model directory."""
     local = "model_path" in checked_backend_class(params.backend).Options.model_fields
     if params.model is None and default_model and local and "model_path" not in params.options:
@@ -96,7 +96,7 @@ def respond(instructions: Sequence[InducedInstruction], prompt_path: Path | str,
     if "instruction" not in prompt.placeholders():
         raise ParamsError(f"{prompt_path}: the expert prompt must contain {{{{instruction}}}}")
     backend = make_backend(params.backend, expert_options(params, default_model), secrets=secrets,
-                           section="expert.options")
+                           section="respond.options")
     gateway = Gateway(backend, cache_dir=cache_dir, prices=Prices(params.prices.prompt, params.prices.completion),
                       budget_usd=params.budget_usd)
     requests = [ChatRequest(messages=prompt.render({"instruction": i.instruction}, delimit=False,

@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from saferinstruct.expert import answer_text, expert_options
+from saferinstruct.respond import answer_text, expert_options
 from saferinstruct.llm.base import ChatRequest, GenerationParams, Message, make_backend
 from saferinstruct.llm.gateway import Gateway, check_call_errors
 from saferinstruct.params import Params
@@ -33,7 +33,7 @@ from saferinstruct.response_rules import classify_refusal, degenerate
 
 
 class OnPolicyParams(Params):
-    """params.yaml `onpolicy`."""
+    """params.yaml `onpolicy_pairs`."""
 
     helpful_chosen: Literal["original", "policy"] = "policy"
     safety_rejected: Literal["original", "policy"] = "policy"
@@ -98,7 +98,7 @@ def onpolicy_pairs(splits: Mapping[str, Sequence[PreferencePair]], params: OnPol
     if not wanted or not any(out.values()):
         return OnPolicyRun(out, {"pairs": {k: len(v) for k, v in out.items()}, "replaced": {}, "kept_original": {}})
     backend = make_backend(params.backend, expert_options(params, default_model), secrets=secrets,
-                           section="onpolicy.options")
+                           section="onpolicy_pairs.options")
     gateway = Gateway(backend, cache_dir=cache_dir)
     requests: dict[tuple[Message, ...], ChatRequest] = {}
     for rows in out.values():

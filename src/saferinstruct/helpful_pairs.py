@@ -1,4 +1,5 @@
-"""Helpfulness preference pairs for the mix: Anthropic hh-rlhf transcripts, or any prompt/chosen/rejected file.
+"""Helpful preference pairs for build_preferences' mix: Anthropic hh-rlhf transcripts, or any prompt/chosen/rejected
+file.
 
 ``hh_rlhf``: "\\n\\nHuman: ...\\n\\nAssistant: ..." transcripts; chosen and rejected share every turn but the last, so the
 shared turns are the prompt and the two last assistant turns the sides. ``pairs``: TRL rows, each field a string or a
@@ -7,7 +8,6 @@ list of {role, content} turns.
 
 from __future__ import annotations
 
-import re
 from typing import Literal
 
 from pydantic import Field
@@ -15,10 +15,8 @@ from pydantic import Field
 from saferinstruct.io import Quarantine
 from saferinstruct.params import Params
 from saferinstruct.records import ChatTurn, as_text
+from saferinstruct.sources.hh_rlhf import Turns, parse_hh
 from saferinstruct.sources.readers import BadField, field_str, parse_rows
-
-_HH_TURN = re.compile(r"\n\n(Human|Assistant):")
-Turns = list[tuple[str, str]]  # (role, content)
 
 
 class HelpfulSource(Params):
@@ -27,15 +25,6 @@ class HelpfulSource(Params):
     path: str
     licence: str = Field(min_length=1)
     file_format: Literal["auto", "csv", "jsonl", "json"] = "auto"
-
-
-def parse_hh(transcript: str, field: str = "chosen") -> Turns:
-    """'\\n\\nHuman: ...\\n\\nAssistant: ...' -> [("user", ...), ("assistant", ...)]."""
-    parts = _HH_TURN.split(transcript)
-    if parts[0].strip():
-        raise BadField(field, "text before the first 'Human:' turn")
-    roles = {"Human": "user", "Assistant": "assistant"}
-    return [(roles[parts[i]], parts[i + 1].strip()) for i in range(1, len(parts) - 1, 2)]
 
 
 def _hh_pair(rec: dict) -> tuple[Turns, str, str]:

