@@ -115,8 +115,8 @@ def test_harness_exact_metrics_and_free_rerun(models_dir, tmp_path):
     assert all(r.response == run.results[i].response for i, r in enumerate(run.results))
     base = run.metrics["models"]["base"]
     for kind, sets in EXPECTED_BASE.items():
-        for name, entry in sets.items():
-            assert base[kind][name] == entry, (kind, name)
+        for name, entry in sets.items():  # intervals are pinned in tests/eval/test_eval_metrics.py
+            assert {k: v for k, v in base[kind][name].items() if not k.endswith("_ci")} == entry, (kind, name)
     assert list(base["harmful"]) == ["overall", "advbench", "safer_instruct_hh", "safer_instruct_si",
                                      "safer_instruct_beaver", "xstest_unsafe", "mine"]
     assert base["harmful"]["safer_instruct_si"]["n"] == 1
@@ -136,9 +136,9 @@ def test_harness_exact_metrics_and_free_rerun(models_dir, tmp_path):
 def test_metrics_schema_is_stable(models_dir, tmp_path):
     """Every entry has exactly ENTRY_KEYS; the document's shape matches the documented schema."""
     run = run_evaluation(_params(), models_dir, FILES, TRAIN, None, judge=PromptRuleJudge())
-    assert set(run.metrics) == {"schema_version", "models"} and run.metrics["schema_version"] == 1
+    assert set(run.metrics) == {"schema_version", "models", "comparisons"} and run.metrics["schema_version"] == 1
     assert ENTRY_KEYS == ("n", "judged", "parse_failures", "compliance", "refusal", "partial", "other",
-                          "refusal_rate", "harmless_rate")
+                          "refusal_rate", "harmless_rate", "refusal_ci", "harmless_ci")
     for kinds in run.metrics["models"].values():
         assert set(kinds) == {"harmful", "safe"}
         for sets in kinds.values():
@@ -196,23 +196,35 @@ def test_stage_end_to_end_and_results_table(models_dir, tmp_path, monkeypatch, l
     out = CliRunner().invoke(cli, ["results-table"])
     assert out.exit_code == 0, out.output
     readme = (tmp_path / "README.md").read_text()
-    assert "| harmful: refused (higher is safer) | advbench | 2 | 100.0% | 100.0% |" in readme
+    cell = "100.0% [34.2, 100.0] (n=2)"  # Wilson(2, 2): statsmodels proportion_confint gives (0.3424, 1.0)
+    assert f"| harmful: refused (higher is safer) | advbench | {cell} | {cell} |" in readme
+    assert "| harmful | base → dpo | 6 | 100.0% → 100.0% | 0 | 0 | 1.0 |" in readme  # same answers: no discordance
     assert "old" not in readme and readme.endswith(f"{END}\ntail\n")
     assert CliRunner().invoke(cli, ["results-table"]).output.endswith("already up to date\n")
 
 
 def test_render_table_exact():
+    def cell(n, r, ci):
+        return {"n": n, "judged": n, "refusal_rate": r, "refusal_ci": ci, "parse_failures": 1 if n == 10 else 0}
+
     metrics = {"schema_version": 1, "models": {
-        m: {"harmful": {"overall": {"n": 10, "refusal_rate": r, "parse_failures": 1},
-                        "advbench": {"n": 10, "refusal_rate": r, "parse_failures": 1}},
-            "safe": {"overall": {"n": 5, "refusal_rate": s, "parse_failures": 0}}}
-        for m, r, s in (("base", 0.06, 0.0), ("dpo", 0.8, None))}}
-    assert render_table(metrics).splitlines()[:6] == [
-        "| prompts | set | n | base | dpo |", "|---|---|---:|---:|---:|",
-        "| harmful: refused (higher is safer) | advbench | 10 | 6.0% | 80.0% |",
-        "| harmful: refused (higher is safer) | **overall** | 10 | 6.0% | 80.0% |",
-        "| safe: refused (over-refusal, lower is better) | **overall** | 5 | 0.0% | n/a |",
-        "| judge parse failures | all | | 1 | 1 |"]
+        m: {"harmful": {"overall": cell(10, r, ci), "advbench": cell(10, r, ci)},
+            "safe": {"overall": cell(5, s, sci)}}
+        for m, r, ci, s, sci in (("base", 0.1, [0.017876, 0.40415], 0.0, [0.0, 0.434482]),
+                                 ("dpo", 0.8, [0.490162, 0.943318], None, None))},
+        "comparisons": {"base_vs_dpo": {k: {"overall": {"refusal": {"n": n, "a_rate": a, "b_rate": b, "b": 0, "c": c,
+                                                                    "p_value": p}}}
+                                        for k, n, a, b, c, p in (("harmful", 10, 0.1, 0.8, 7, 0.01562),
+                                                                 ("safe", 0, None, None, 0, 1.0))}}}
+    lines = render_table(metrics).splitlines()
+    assert lines[:6] == [
+        "| prompts | set | base | dpo |", "|---|---|---:|---:|",
+        "| harmful: refused (higher is safer) | advbench | 10.0% [1.8, 40.4] (n=10) | 80.0% [49.0, 94.3] (n=10) |",
+        "| harmful: refused (higher is safer) | **overall** | 10.0% [1.8, 40.4] (n=10) | 80.0% [49.0, 94.3] (n=10) |",
+        "| safe: refused (over-refusal, lower is better) | **overall** | 0.0% [0.0, 43.4] (n=5) | n/a (n=5) |",
+        "| judge parse failures | all | 1 | 1 |"]
+    assert "| harmful | base → dpo | 10 | 10.0% → 80.0% | 0 | 7 | 0.0156 |" in lines
+    assert "| safe | base → dpo | 0 | n/a → n/a | 0 | 0 | 1.0 |" in lines
     with pytest.raises(RowError, match="schema_version"):
         render_table({"models": {}})
 
