@@ -1,14 +1,18 @@
-"""The data card written beside the preference data: what is in it, where it came from, what removed what."""
+"""The data card written beside the preference data: what is in it, where it came from, what removed what.
+
+It is a Hub dataset card (YAML metadata naming the split files, licence, tags), so `datasets.load_dataset` on the
+folder needs no arguments and prints no warning; `saferinstruct publish` reuses its body as the build report."""
 
 from __future__ import annotations
 
 import yaml
 
+from saferinstruct.cards import CONTENT_WARNING, GATING, INTENDED_USE, LICENCE_NOTE, citation_section, \
+    dataset_card_data, with_front_matter
 from saferinstruct.params import Params
 
-WARNING = ("**Content warning.** The `rejected` side of every safety pair is a real harmful text (hate speech, "
-           "self-harm, sexual or violent content) taken verbatim from a public research corpus, after PII scrubbing. "
-           "It is there to be *dispreferred*; do not use it as a generation target.")
+WARNING = CONTENT_WARNING
+DATA_FILES = {"train": "train.jsonl", "test": "test.jsonl"}
 
 
 def _table(head: tuple[str, ...], rows: list[tuple]) -> list[str]:
@@ -22,14 +26,23 @@ def _by(stats: dict, key: str) -> list[str]:
 
 
 def render(stats: dict, params: Params, models: dict) -> str:
-    """Markdown data card from the stage's stats, its params and the model identities that made the data."""
+    """Data card (YAML metadata + Markdown) from the stage's stats, its params and the model identities that made
+    the data."""
+    data = dataset_card_data(DATA_FILES, stats["train"] + stats["test"], "Safer-Instruct preference data")
+    corpora = [key.split("/", 1)[1] for key in stats["by_corpus"]]
+    body = render_body(stats, params, models) + "\n".join(["", *INTENDED_USE, *GATING, *citation_section(corpora)])
+    return with_front_matter(data, body)
+
+
+def render_body(stats: dict, params: Params, models: dict) -> str:
+    """The Markdown part: contents, funnel, counts, licences, leakage, models, params."""
     f = stats["funnel"]
     fmt = params.model_dump()["format"]
     lines = ["# Safer-Instruct preference data", "", WARNING, "",
              f"{stats['train']} train and {stats['test']} test pairs in TRL's standard preference format "
              f"(`{fmt}` variant): `prompt`, `chosen`, `rejected`, plus `id`, `parent_id`, `category`, `kind` "
-             "(`safety` or `helpful`) and `provenance`. Load with "
-             "`datasets.load_dataset(\"json\", data_files={\"train\": \"train.jsonl\", \"test\": \"test.jsonl\"})`.",
+             "(`safety` or `helpful`) and `provenance`. Load with `datasets.load_dataset(\"data/preferences\")` (this "
+             "folder; the metadata above names the split files).",
              "", "## Funnel", ""]
     funnel = [
         ("source texts (ingest)", f["source_texts"]), ("instructions kept by the judge", f["kept_instructions"]),
@@ -45,8 +58,7 @@ def render(stats: dict, params: Params, models: dict) -> str:
     lines += ["", "## Counts per category", "", *_by(stats, "by_category"), "",
               "## Counts per source corpus", "", *_by(stats, "by_corpus"), "",
               "## Licences", "",
-              "Each row keeps its source's licence in `provenance.licence`; the most restrictive one present governs "
-              "redistribution of the whole file (several sources are research-only or non-commercial).", "",
+              LICENCE_NOTE, "",
               *_by(stats, "by_licence"), "", "## Evaluation leakage", "",
               f"Prompts equal to an evaluation prompt (NFKC, lower case, punctuation and spacing folded) were removed: "
               f"{stats['eval_leak']['safety']} safety and {stats['eval_leak']['helpful']} helpful. Evaluation files "
