@@ -71,7 +71,7 @@ def _tiny_base(work: Path) -> Path:
                    "data/reverse for the pipeline's 225 + 25).")
 def main(base: Path | None, thread_counts: tuple[int, ...], repeats: int, steps: int, batch_size: int,
          data: Path | None) -> None:
-    from saferinstruct.train.common import weights_sha256
+    from saferinstruct.train.common import model_dir_sha256
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -84,7 +84,7 @@ def main(base: Path | None, thread_counts: tuple[int, ...], repeats: int, steps:
             runs[name] = _train(base, work / name.replace(" ", "_").replace("=", ""), threads, steps, pairs,
                                 batch_size)
             click.echo(json.dumps({"run": name, "model.safetensors": _sha(runs[name] / "model.safetensors")[:16],
-                                   "weights_sha256": weights_sha256(runs[name])[:16]}))
+                                   "weights_sha256": model_dir_sha256(runs[name])[:16]}))
         for (na, a), (nb, b) in itertools.combinations(runs.items(), 2):
             same = _sha(a / "model.safetensors") == _sha(b / "model.safetensors")
             click.echo(f"{na} vs {nb}: " + ("identical" if same else f"differ, max |dw| = {_max_diff(a, b):.3g}"))

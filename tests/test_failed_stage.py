@@ -162,5 +162,7 @@ def test_failed_training_keeps_the_last_curves(tmp_path, tiny_model_dir, monkeyp
     monkeypatch.undo()
     result = CliRunner().invoke(load_stage("train_sft"), args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    assert json.loads((live / "metrics.json").read_text())["step"] == 2
+    assert json.loads((live / "metrics.json").read_text())["loss"] != 1.0
+    steps = [int(line.split("\t")[0]) for line in (live / "plots" / "metrics" / "loss.tsv").read_text().splitlines()[1:]]
+    assert steps and steps == sorted(set(steps)) and steps[0] == 1, steps  # the trainer's steps, one row each
     assert not list(tmp_path.glob(".dvclive*")), "the staging folder was left behind"

@@ -44,7 +44,7 @@ def test_ref_logprob_cache_hit_then_invalidated_by_data_and_by_reference(tmp_pat
     policy = copy_model(tiny_model_dir, tmp_path / "sft")
     loads: list[str] = []
     real_load = dpo_mod.load_model
-    monkeypatch.setattr(dpo_mod, "load_model", lambda d: loads.append(Path(d).name) or real_load(d))
+    monkeypatch.setattr(dpo_mod, "load_model", lambda d, *a: loads.append(Path(d).name) or real_load(d, *a))
     cache = tmp_path / "models" / "ref_logprobs"
 
     stats, _, live = _run(tmp_path, policy, policy, beta=0.1)

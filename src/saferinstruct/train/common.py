@@ -21,6 +21,7 @@ from pydantic import Field
 from saferinstruct.hashing import file_sha256
 from saferinstruct.io import write_json
 from saferinstruct.params import Params
+from saferinstruct.train import checkpoints
 
 AccelerateConfig = Literal["none", "single_gpu", "multi_gpu_ddp", "fsdp", "deepspeed_zero3"]
 CONFIG_NAME = "training_config.json"
@@ -58,6 +59,10 @@ class TrainParams(Params):
     # intra-op CPU threads; null: torch's default (the machine's cores). A fixed number makes CPU training give the same
     # bits on machines with other core counts (1, 2 and 4 threads agreed to the bit here, 8 did not: docs/training.md)
     threads: int | None = Field(default=None, ge=1)
+    # a resumable checkpoint every save_steps optimizer steps (0: none) into the stage's checkpoint dir, outside every
+    # DVC output; save_total_limit newest are kept, all are deleted once the final model is saved (docs/training.md)
+    save_steps: int = Field(default=10, ge=0)
+    save_total_limit: int = Field(default=1, ge=1)
 
 
 def use_bf16(p: TrainParams) -> bool:
@@ -105,7 +110,9 @@ def trainer_kwargs(p: TrainParams, output_dir: Path) -> dict[str, Any]:
         warmup_steps=p.warmup_ratio,  # transformers 5: a float < 1 is a ratio of the total steps
         seed=p.seed, data_seed=p.seed, logging_steps=p.logging_steps, logging_first_step=True,
         use_cpu=not gpu, bf16=use_bf16(p), activation_checkpointing=gpu,
-        report_to=["dvclive"], save_strategy="no", dataloader_num_workers=0, disable_tqdm=True,
+        report_to=["dvclive"], dataloader_num_workers=0, disable_tqdm=True,
+        save_strategy="steps" if p.save_steps else "no", save_steps=p.save_steps or 500,
+        save_total_limit=p.save_total_limit, save_only_model=False,  # optimizer + RNG state: an exact resume
         # never group_by_length: trl 1.16 DPO crashes with it after the reference log-probs are computed
         train_sampling_strategy="random",
     )
@@ -120,13 +127,26 @@ def peft_config(p: LoraParams):
                       task_type="CAUSAL_LM")
 
 
-def load_model(model_dir: Path):
-    """A plain HF causal LM dir in fp32 (mixed precision on GPU comes from the trainer, master weights stay fp32)."""
+def load_dtype(p: TrainParams):
+    """The dtype weights are loaded in; call it after the trainer config exists (``load_model``'s docstring).
+    Under DeepSpeed ZeRO-3 and bf16: bf16 (ZeRO-3 partitions the bf16 weights at load and keeps the fp32 master copy
+    in its optimizer partitions; checkpoints then hold bf16 weights). Elsewhere fp32 master weights with bf16
+    autocast: a bf16 master copy would round a 5e-6 step away on any weight above ~1e-3 (bf16 keeps 8 bits)."""
+    import torch
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    return torch.bfloat16 if use_bf16(p) and is_deepspeed_zero3_enabled() else torch.float32
+
+
+def load_model(model_dir: Path, dtype=None):
+    """A plain HF causal LM dir (fp32 unless ``dtype``). Training stages load it AFTER building their
+    TrainingArguments: under ``accelerate launch`` with a DeepSpeed config that is what registers the ZeRO-3 config,
+    so ``from_pretrained`` creates every weight already partitioned across ranks instead of a full copy per rank."""
     import torch
     from transformers import AutoModelForCausalLM
 
     tokenizer = load_tokenizer(model_dir)
-    return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32), tokenizer
+    return AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype or torch.float32), tokenizer
 
 
 def load_tokenizer(model_dir: Path):
@@ -140,33 +160,48 @@ def load_tokenizer(model_dir: Path):
     return tokenizer
 
 
-def build_sft_trainer(model_dir: Path, rows: list[dict[str, Any]], p: TrainParams, staging: Path,
+def build_sft_trainer(model_dir: Path, rows: list[dict[str, Any]], p: TrainParams, output_dir: Path,
                       eval_rows: list[dict[str, Any]] | None = None):
-    """An SFTTrainer on prompt/completion rows; completion_only_loss masks the prompt tokens out of the loss."""
+    """An SFTTrainer on prompt/completion rows; completion_only_loss masks the prompt tokens out of the loss.
+    ``output_dir``: where the trainer writes its checkpoints. The config comes first (see ``load_model``)."""
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    model, tokenizer = load_model(model_dir)
-    args = SFTConfig(**trainer_kwargs(p, staging), completion_only_loss=True, packing=False)
+    args = SFTConfig(**trainer_kwargs(p, output_dir), completion_only_loss=True, packing=False)
+    model, tokenizer = load_model(model_dir, load_dtype(p))
     return SFTTrainer(model=model, args=args, processing_class=tokenizer, peft_config=peft_config(p.lora),
                       train_dataset=Dataset.from_list(rows),
                       eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None)
 
 
-def attach_dvclive(trainer, live_dir: Path) -> None:
+def attach_dvclive(trainer, live_dir: Path, resume: bool = False) -> None:
     """report_to="dvclive" gives a callback on a default Live (./dvclive, writing a dvc.yaml); swap in one on
-    ``live_dir`` with dvcyaml=False: the stage's metrics and plots are declared in dvc.yaml by hand."""
+    ``live_dir`` with dvcyaml=False: the stage's metrics and plots are declared in dvc.yaml by hand. ``resume``:
+    a resumed run appends to the curves the killed run left."""
     from transformers.integrations import DVCLiveCallback
 
     trainer.remove_callback(DVCLiveCallback)
     if trainer.is_world_process_zero():
         from dvclive import Live
 
-        live = Live(dir=str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None)
-        trainer.add_callback(DVCLiveCallback(live=live))
+        live = Live(dir=str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None, resume=resume)
+        trainer.add_callback(_TrainerStepCallback(live=live))
 
 
-def weights_sha256(model_dir: Path) -> str:
+def _TrainerStepCallback(live):  # noqa: N802 - reads as the class it builds (transformers is imported lazily)
+    """DVCLive's callback steps once per log call; the curves read better against the trainer's own step."""
+    from transformers.integrations import DVCLiveCallback
+
+    class TrainerStepCallback(DVCLiveCallback):
+        def on_log(self, args, state, control, model=None, logs=None, **kwargs):
+            if self.live is not None:
+                self.live.step = state.global_step
+            super().on_log(args, state, control, model=model, logs=logs, **kwargs)
+
+    return TrainerStepCallback(live=live)
+
+
+def model_dir_sha256(model_dir: Path) -> str:
     """Identity of a saved model: weights, config and tokenizer files (not the run description)."""
     root = Path(model_dir)
     h = hashlib.sha256()
@@ -186,7 +221,7 @@ def _file_digest(path: str, size: int, mtime_ns: int) -> str:
 def model_identity(model_dir: Path) -> dict[str, Any]:
     """Path, weights hash and whatever the producing stage recorded (model_info.json or training_config.json)."""
     model_dir = Path(model_dir)
-    ident: dict[str, Any] = {"path": str(model_dir), "weights_sha256": weights_sha256(model_dir)}
+    ident: dict[str, Any] = {"path": str(model_dir), "weights_sha256": model_dir_sha256(model_dir)}
     for name in ("model_info.json", CONFIG_NAME):
         if (model_dir / name).exists():
             doc = json.loads((model_dir / name).read_text(encoding="utf-8"))
@@ -207,21 +242,31 @@ def train_and_save(trainer, out_dir: Path, live_dir: Path, base_dir: Path, doc: 
                    evaluate: bool = False) -> dict[str, Any]:
     """Train (then score the eval set once), write ``out_dir`` atomically: merged weights + tokenizer +
     training_config.json. Returns the trainer's metrics. DVCLive logs into a staging folder that replaces
-    ``live_dir`` only after the model is saved: a failed run leaves the last good curves (a persisted DVC output)."""
+    ``live_dir`` only after the model is saved: a failed run leaves the last good curves (a persisted DVC output).
+    A complete checkpoint in the trainer's output_dir (a killed run of the same key: ``checkpoints.run_dir``) is
+    resumed from; the checkpoints are deleted once the final model is saved."""
     live_dir = Path(live_dir)
     live_staging = live_dir.parent / f".{live_dir.name}.staging"
+    run = Path(trainer.args.output_dir)
+    resume = checkpoints.last_checkpoint(run) if trainer.args.save_strategy != "no" else None
     if trainer.is_world_process_zero():  # the only process that logs
-        shutil.rmtree(live_staging, ignore_errors=True)  # left by a killed run
-    attach_dvclive(trainer, live_staging)
-    metrics = dict(trainer.train().metrics)
+        if resume is None:
+            shutil.rmtree(live_staging, ignore_errors=True)  # left by a killed run
+        if trainer.args.save_strategy != "no":  # output_dir is then a checkpoint run dir (checkpoints.run_dir)
+            checkpoints.remove_other_runs(run)
+    attach_dvclive(trainer, live_staging, resume=resume is not None and live_staging.exists())
+    metrics = dict(trainer.train(resume_from_checkpoint=resume).metrics)
     if evaluate:
         metrics.update(trainer.evaluate())
     metrics = {k: round(v, 6) if isinstance(v, float) else v for k, v in metrics.items()}
     _save(trainer, Path(out_dir), Path(base_dir), {**doc, "train_metrics": _without_timings(metrics),
                                                    "trainer_config": trainer.args.to_dict()})
-    if trainer.is_world_process_zero() and live_staging.exists():
-        _swap_into_place(live_staging, live_dir)
-    return metrics
+    if trainer.is_world_process_zero():
+        if live_staging.exists():
+            _swap_into_place(live_staging, live_dir)
+        if trainer.args.save_strategy != "no":
+            checkpoints.remove_run(run)
+    return {**metrics, "resumed_from_step": checkpoints.step_of(resume)}
 
 
 def _without_timings(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -268,6 +313,18 @@ def _device(trainer) -> dict[str, Any]:
     state = trainer.accelerator.state
     return {"type": str(trainer.args.device.type), "distributed_type": str(state.distributed_type),
             "num_processes": state.num_processes, "bf16": bool(trainer.args.bf16)}
+
+
+def output_dir(out_dir: Path, checkpoint_root: Path | None, doc: dict[str, Any]) -> Path:
+    """The trainer's output_dir: the checkpoint run dir of ``doc`` (``checkpoints.run_dir``) under
+    ``checkpoint_root``, else a fresh staging dir beside ``out_dir`` (callers then set save_steps to 0)."""
+    staging = prepare_staging(out_dir)  # always cleared: a killed save leaves one
+    return checkpoints.run_dir(checkpoint_root, doc) if checkpoint_root is not None else staging
+
+
+def checkpointed(p: TrainParams, checkpoint_root: Path | None) -> TrainParams:
+    """``p`` with checkpoints off when the stage gives no checkpoint dir (they must never land in an output)."""
+    return p if checkpoint_root is not None else p.model_copy(update={"save_steps": 0})
 
 
 def prepare_staging(out_dir: Path) -> Path:

@@ -6,11 +6,11 @@ out in the shape the params ask for, so the training stages do not depend on whi
 
 from __future__ import annotations
 
-import random
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+from saferinstruct.hashing import seeded_sample
 from saferinstruct.io import read_rows
 from saferinstruct.records import ChatTurn, PreferencePair, ReversePair, as_text
 from saferinstruct.templates import ReverseTemplate, reverse_messages, reverse_prompt
@@ -93,7 +93,7 @@ def load_preferences(path: Path, fmt: DataFormat, with_rejected: bool, max_pairs
             continue
         kept.append(_shape(row, fmt, with_rejected))
     if max_pairs is not None and len(kept) > max_pairs:
-        picked = sorted(random.Random(seed).sample(range(len(kept)), max_pairs))  # same subset on every run
+        picked = seeded_sample(len(kept), max_pairs, seed)  # same subset on every run
         counts["dropped_max_pairs"] = len(kept) - max_pairs
         kept = [kept[i] for i in picked]
     counts["rows_used"] = len(kept)

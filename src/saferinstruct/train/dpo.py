@@ -14,8 +14,9 @@ from typing import Any
 from pydantic import Field, model_validator
 
 from saferinstruct.train import ref_cache
-from saferinstruct.train.common import (TrainParams, data_identity, load_model, model_identity, peft_config,
-                                        prepare_staging, train_and_save, trainer_kwargs, use_bf16)
+from saferinstruct.train.common import (TrainParams, checkpointed, data_identity, load_dtype, load_model,
+                                        model_identity, output_dir, peft_config, train_and_save, trainer_kwargs,
+                                        use_bf16)
 from saferinstruct.train.data import DataFormat, load_preferences
 from saferinstruct.train.ref_cache import RefLogps
 
@@ -76,36 +77,53 @@ def _stored_ref_trainer_class():
 
 
 def build_dpo_trainer(policy_dir: Path, ref_dir: Path | None, rows: list[dict[str, Any]], p: DpoParams,
-                      staging: Path, stored: RefLogps | None):
-    """The reference model is loaded only when its log-probs must be computed (``stored`` is None)."""
+                      output_dir: Path, stored: RefLogps | None):
+    """The reference model is loaded only when its log-probs must be computed (``stored`` is None). Both models are
+    loaded after the config exists, in the training dtype (``load_model``: ZeRO-3 partitions them at load)."""
     from datasets import Dataset
     from trl import DPOConfig
 
-    model, tokenizer = load_model(policy_dir)
-    ref_model = load_model(ref_dir)[0] if stored is None and ref_dir is not None else None
-    args = DPOConfig(**trainer_kwargs(p, staging), beta=p.beta, loss_type=p.loss_type,
+    args = DPOConfig(**trainer_kwargs(p, output_dir), beta=p.beta, loss_type=p.loss_type,
                      loss_weights=p.loss_weights, precompute_ref_log_probs=True,
                      precompute_ref_batch_size=p.ref_batch_size)
+    dtype = load_dtype(p)
+    model, tokenizer = load_model(policy_dir, dtype)
+    ref_model = load_model(ref_dir, dtype)[0] if stored is None and ref_dir is not None else None
     return _stored_ref_trainer_class()(model=model, ref_model=ref_model, args=args, processing_class=tokenizer,
                                        train_dataset=Dataset.from_list(rows), peft_config=peft_config(p.lora),
                                        stored=stored)
 
 
+def _drop_reference(trainer) -> None:
+    """The stored log-probs replace the reference model during training: free it. ``accelerator.prepare_model`` also
+    keeps it in the accelerator's model list, which would hold its weights (0.5 GB at 135M fp32) through training."""
+    import gc
+
+    ref, trainer.ref_model = trainer.ref_model, None
+    if ref is not None:
+        trainer.accelerator._models = [m for m in trainer.accelerator._models if m is not ref]
+        del ref
+        gc.collect()
+
+
 def train_dpo(policy_dir: Path, ref_dir: Path, train_path: Path, out_dir: Path, cache_dir: Path, live_dir: Path,
-              p: DpoParams) -> dict[str, Any]:
-    """DPO from ``policy_dir`` against ``ref_dir``; writes ``out_dir`` (and a new cache entry on a miss)."""
+              p: DpoParams, checkpoint_root: Path | None = None) -> dict[str, Any]:
+    """DPO from ``policy_dir`` against ``ref_dir``; writes ``out_dir`` (and a new cache entry on a miss).
+    ``checkpoint_root``: as ``train_sft``."""
+    p = checkpointed(p, checkpoint_root)
     rows, counts = load_preferences(train_path, p.format, with_rejected=True, max_pairs=p.max_pairs, seed=p.seed)
     key = ref_cache.make_key(ref_dir, rows, p.max_length, "bf16" if use_bf16(p) else "float32")
     stored = ref_cache.load(cache_dir, key)
+    identity = {"stage": "train_dpo", "params": p.model_dump(), "base_model": model_identity(policy_dir),
+                "reference_model": model_identity(ref_dir),
+                "data": {"train": data_identity(train_path, counts["rows_in"])}}
     start = time.perf_counter()
-    trainer = build_dpo_trainer(policy_dir, ref_dir, rows, p, prepare_staging(out_dir), stored)
+    trainer = build_dpo_trainer(policy_dir, ref_dir, rows, p, output_dir(out_dir, checkpoint_root, identity), stored)
     ref_seconds = round(time.perf_counter() - start, 3)
     if trainer.computed is not None and trainer.accelerator.is_main_process:
         ref_cache.save(cache_dir, key, trainer.computed)
-    trainer.ref_model = None  # the stored log-probs replace it during training; free its memory
-    doc = {"stage": "train_dpo", "params": p.model_dump(), "base_model": model_identity(policy_dir),
-           "reference_model": model_identity(ref_dir), "data": {"train": data_identity(train_path, counts["rows_in"])},
-           "ref_logprobs": {"key": key.__dict__, "digest": key.digest, "cache_hit": stored is not None}}
+    _drop_reference(trainer)
+    doc = {**identity, "ref_logprobs": {"key": key.__dict__, "digest": key.digest, "cache_hit": stored is not None}}
     metrics = train_and_save(trainer, out_dir, live_dir, policy_dir, doc)
     return {**counts, "rows_trained": len(trainer.train_dataset), "ref_cache_hit": stored is not None,
             "ref_setup_seconds": ref_seconds, **metrics}

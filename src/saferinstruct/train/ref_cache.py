@@ -15,8 +15,9 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from saferinstruct.io import RowError, write_json
-from saferinstruct.train.common import weights_sha256
+from saferinstruct.errors import InputError
+from saferinstruct.io import write_json
+from saferinstruct.train.common import model_dir_sha256
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ class RefLogps:
 def make_key(ref_dir: Path, rows: list[dict[str, Any]], max_length: int, precision: str = "float32") -> RefKey:
     """Data hash = the rows exactly as DPO receives them (format, subset and order included)."""
     blob = json.dumps(rows, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    return RefKey(weights_sha256(ref_dir), hashlib.sha256(blob).hexdigest(), max_length, version("trl"), precision)
+    return RefKey(model_dir_sha256(ref_dir), hashlib.sha256(blob).hexdigest(), max_length, version("trl"), precision)
 
 
 def _path(cache_dir: Path, key: RefKey) -> Path:
@@ -59,9 +60,9 @@ def load(cache_dir: Path, key: RefKey) -> RefLogps | None:
         doc = json.loads(path.read_text(encoding="utf-8"))
         logps = RefLogps(ids=doc["ids"], chosen=doc["ref_chosen_logps"], rejected=doc["ref_rejected_logps"])
     except (json.JSONDecodeError, KeyError, TypeError) as err:
-        raise RowError(path, None, f"corrupt reference log-prob cache entry ({err}); delete the file") from None
+        raise InputError(path, f"corrupt reference log-prob cache entry ({err}); delete the file") from None
     if not len(logps.ids) == len(logps.chosen) == len(logps.rejected):
-        raise RowError(path, None, "corrupt reference log-prob cache entry (length mismatch); delete the file")
+        raise InputError(path, "corrupt reference log-prob cache entry (length mismatch); delete the file")
     return logps
 
 

@@ -10,8 +10,8 @@ from pydantic import Field
 from saferinstruct.io import read_rows
 from saferinstruct.records import ReversePair
 from saferinstruct.templates import ReverseTemplate
-from saferinstruct.train.common import (TrainParams, build_sft_trainer, data_identity, load_tokenizer,
-                                        model_identity, prepare_staging, train_and_save)
+from saferinstruct.train.common import (TrainParams, build_sft_trainer, checkpointed, data_identity, load_tokenizer,
+                                        model_identity, output_dir, train_and_save)
 from saferinstruct.train.data import reverse_examples
 
 
@@ -21,8 +21,10 @@ class ReverseParams(TrainParams):
 
 
 def train_reverse(base_dir: Path, train_path: Path, val_path: Path | None, out_dir: Path, live_dir: Path,
-                  p: ReverseParams) -> dict[str, Any]:
-    """Fine-tune ``base_dir`` on reversed pairs; writes ``out_dir`` and returns stats."""
+                  p: ReverseParams, checkpoint_root: Path | None = None) -> dict[str, Any]:
+    """Fine-tune ``base_dir`` on reversed pairs; writes ``out_dir`` and returns stats (``checkpoint_root``: as
+    ``train_sft``)."""
+    p = checkpointed(p, checkpoint_root)
     tokenizer = load_tokenizer(base_dir)
     pairs = read_rows(train_path, ReversePair)
     rows, counts = reverse_examples(pairs, p.template, tokenizer, p.max_length)
@@ -30,10 +32,10 @@ def train_reverse(base_dir: Path, train_path: Path, val_path: Path | None, out_d
     if val_path is not None and p.eval_rows:
         val_pairs = read_rows(val_path, ReversePair)[: p.eval_rows]
         val_rows = reverse_examples(val_pairs, p.template, tokenizer, p.max_length)[0]
-    trainer = build_sft_trainer(base_dir, rows, p, prepare_staging(out_dir), val_rows)
     data = {"train": data_identity(train_path, len(pairs))}
     if val_path is not None:
         data["val"] = data_identity(val_path, len(val_rows))
     doc = {"stage": "train_reverse", "params": p.model_dump(), "base_model": model_identity(base_dir), "data": data}
+    trainer = build_sft_trainer(base_dir, rows, p, output_dir(out_dir, checkpoint_root, doc), val_rows)
     metrics = train_and_save(trainer, out_dir, live_dir, base_dir, doc, evaluate=bool(val_rows))
     return {"rows_in": len(pairs), **counts, "rows_used": len(rows), "eval_rows": len(val_rows), **metrics}
