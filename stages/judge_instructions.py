@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import click
 
@@ -13,6 +12,7 @@ from saferinstruct.judging import classifier  # noqa: F401 - registers the offli
 from saferinstruct.judging.backend_options import secrets_for
 from saferinstruct.judging.factory import JudgeStageSpec, build_judge
 from saferinstruct.judging.runs import judge_instructions
+from saferinstruct.llm.cache import create_cache_dir
 from saferinstruct.params import load_section
 from saferinstruct.records import InducedInstruction
 from saferinstruct.stageutil import Timer, clean_errors, write_stats
@@ -34,7 +34,7 @@ def main(filtered_path: str, classifier_dir: str, prompt_path: str, out_path: st
          params_path: str) -> None:
     spec = load_section("judge_instructions", JudgeStageSpec, params_path)
     rows = read_rows(filtered_path, InducedInstruction)
-    Path(cache_dir).mkdir(parents=True, exist_ok=True)  # a DVC output even when an offline judge makes no call
+    create_cache_dir(cache_dir)  # a DVC output even when an offline judge makes no call
     judge = build_judge(spec, prompt_path, cache_dir, secrets_for(spec.options, os.environ), classifier_dir,
                         section="judge_instructions")
     try:

@@ -11,6 +11,7 @@ from saferinstruct.judging import safe_response  # noqa: F401 - registers the of
 from saferinstruct.judging.backend_options import secrets_for
 from saferinstruct.judging.factory import JudgeStageSpec, build_judge
 from saferinstruct.judging.runs import self_evaluate
+from saferinstruct.llm.cache import create_cache_dir
 from saferinstruct.params import load_section
 from saferinstruct.records import ExpertResponse
 from saferinstruct.stageutil import Timer, clean_errors, write_stats
@@ -30,7 +31,7 @@ def main(responses_path: str, prompt_path: str, out_path: str, cache_dir: str, s
          params_path: str) -> None:
     spec = load_section("self_evaluate", JudgeStageSpec, params_path)
     responses = read_rows(responses_path, ExpertResponse, allow_empty=True)
-    os.makedirs(cache_dir, exist_ok=True)  # a DVC output even when an offline judge makes no call
+    create_cache_dir(cache_dir)  # a DVC output even when an offline judge makes no call
     judge = build_judge(spec, prompt_path, cache_dir, secrets_for(spec.options, os.environ), section="self_evaluate")
     try:
         with Timer() as t:

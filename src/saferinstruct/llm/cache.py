@@ -21,6 +21,23 @@ from saferinstruct.errors import WriteError
 from saferinstruct.llm.base import ChatResult
 
 
+# The standard cache-directory tag (https://bford.info/cachedir/): backup tools skip the folder, and a stage whose
+# judge makes no model call still leaves a non-empty cache output (DVC warns "is empty" for an empty one).
+CACHEDIR_TAG = ("Signature: 8a477f597d28d172789f06886806bc55\n"
+                "# saferinstruct model-call cache: one JSON file per call, safe to delete (calls are paid again).\n")
+
+
+def create_cache_dir(root: Path | str) -> Path:
+    """The stage's cache folder, tagged (``CACHEDIR.TAG``), created even when the stage makes no model call: it is a
+    DVC output either way."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    tag = root / "CACHEDIR.TAG"
+    if not tag.is_file():
+        tag.write_text(CACHEDIR_TAG, encoding="utf-8")
+    return root
+
+
 class CallCache:
     def __init__(self, root: Path | str | None):
         self.root = Path(root) if root else None
