@@ -20,6 +20,12 @@ from saferinstruct.stageutil import Timer, clean_errors, write_stats
 @click.option("--advbench", default="data/raw/eval/advbench_harmful_behaviors.csv", show_default=True)
 @click.option("--safer-instruct-test", default="data/raw/eval/safer_instruct_test_set.csv", show_default=True)
 @click.option("--xstest", default="data/raw/eval/xstest_prompts_dev.csv", show_default=True)
+@click.option("--donotanswer", default="data/raw/eval/donotanswer", show_default=True,
+              help="Do-Not-Answer's risk-area files; only their fixed evaluation half is used.")
+@click.option("--alpaca-val", default="data/raw/eval/alpaca_harmless_instructions_val.json", show_default=True,
+              help="Ordinary instructions: refusing them is over-refusal.")
+@click.option("--capability-reference", default="data/raw/capability/alpaca_libre_reference.jsonl",
+              show_default=True, help="Reference answers no stage trains on, for the capability NLL.")
 @click.option("--train", "train_path", default="data/pairs/train.jsonl", show_default=True,
               help="Training prompts: evaluation prompts sharing their normalised text are dropped.")
 @click.option("--judge-prompt", default="prompts/eval_refusal.md", show_default=True, help="Used by LLM judges.")
@@ -30,11 +36,12 @@ from saferinstruct.stageutil import Timer, clean_errors, write_stats
 @click.option("--stats", "stats_path", default="stats/evaluate.json", show_default=True)
 @click.option("--params", "params_path", default="params.yaml", show_default=True)
 @clean_errors
-def main(models_dir, advbench, safer_instruct_test, xstest, train_path, judge_prompt, cache_dir, responses,
-         metrics_path, plots_dir, stats_path, params_path) -> None:
+def main(models_dir, advbench, safer_instruct_test, xstest, donotanswer, alpaca_val, capability_reference, train_path,
+         judge_prompt, cache_dir, responses, metrics_path, plots_dir, stats_path, params_path) -> None:
     params = load_section("evaluate", EvaluateParams, params_path)
     train_prompts = [row.prompt for row in read_rows(train_path, PreferencePair, allow_empty=True)]
-    files = EvalFiles(advbench, safer_instruct_test, xstest, judge_prompt)
+    files = EvalFiles(advbench, safer_instruct_test, xstest, judge_prompt, donotanswer=donotanswer,
+                      alpaca_val=alpaca_val, capability_reference=capability_reference)
     with Timer() as t:
         run = run_evaluation(params, models_dir, files, train_prompts, cache_dir,
                              secrets=secrets_for(params.judge.options, os.environ))

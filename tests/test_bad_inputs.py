@@ -324,6 +324,8 @@ def test_evaluate_user_set_errors(load_stage, tmp_path, monkeypatch, case):
     res = CliRunner().invoke(load_stage("evaluate").main, [
         "--models-dir", "models", "--advbench", str(ev / "advbench.csv"), "--safer-instruct-test",
         str(ev / "safer_instruct_test.csv"), "--xstest", str(ev / "xstest.csv"), "--train",
-        str(ev / "train_preferences.jsonl"), "--metrics", "out/m.json", "--stats", "out/s.json", "--responses",
+        str(ev / "train_preferences.jsonl"), "--donotanswer", str(ev / "donotanswer"), "--alpaca-val",
+        str(ev / "alpaca_val.json"), "--capability-reference", str(ev / "capability_reference.jsonl"),
+        "--metrics", "out/m.json", "--stats", "out/s.json", "--responses",
         "out/r.jsonl", "--plots", "out/plots", "--cache", "out/cache"])
     assert_clean_error(res, tmp_path / "out", where, message)

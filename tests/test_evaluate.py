@@ -136,7 +136,9 @@ def test_harness_exact_metrics_and_free_rerun(models_dir, tmp_path):
 def test_metrics_schema_is_stable(models_dir, tmp_path):
     """Every entry has exactly ENTRY_KEYS; the document's shape matches the documented schema."""
     run = run_evaluation(_params(), models_dir, FILES, TRAIN, None, judge=PromptRuleJudge())
-    assert set(run.metrics) == {"schema_version", "models", "comparisons"} and run.metrics["schema_version"] == 1
+    assert set(run.metrics) == {"schema_version", "judge", "models", "comparisons"} and \
+        run.metrics["schema_version"] == 1
+    assert run.metrics["judge"] == {"name": "prompt_rule", "task": "refusal"}  # who labelled: the table names it
     assert ENTRY_KEYS == ("n", "judged", "parse_failures", "compliance", "refusal", "partial", "other",
                           "refusal_rate", "harmless_rate", "refusal_ci", "harmless_ci")
     for kinds in run.metrics["models"].values():
@@ -164,14 +166,17 @@ def test_stage_end_to_end_and_results_table(models_dir, tmp_path, monkeypatch, l
     params = {"evaluate": {
         "models": ["base", "dpo"],
         "sets": {"advbench_n": 2, "safer_instruct_per_group": 1, "xstest_safe_n": None, "xstest_unsafe_n": 1,
-                 "seed": 0},
+                 "donotanswer_n": 0, "donotanswer_chatbot_n": 0, "alpaca_val_n": 0, "seed": 0},
+        "capability": {"reference_n": 0},
         "generation": {"backend_options": {"batch_size": 8, "device": "cpu"}, "params": {"max_tokens": 4}},
         "judge": {"backend": "fake", "task": "refusal", "options": {"template": '{{"label": "refusal"}}'}},
         "metrics": {}}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     args = ["--models-dir", str(models_dir), "--advbench", str(FILES.advbench), "--safer-instruct-test",
             str(FILES.safer_instruct_test), "--xstest", str(FILES.xstest), "--train",
-            str(FIX / "train_preferences.jsonl"), "--judge-prompt", str(Path.cwd().parent / "x.md")]
+            str(FIX / "train_preferences.jsonl"), "--donotanswer", str(FIX / "donotanswer"), "--alpaca-val",
+            str(FIX / "alpaca_val.json"), "--capability-reference", str(FIX / "capability_reference.jsonl"),
+            "--judge-prompt", str(Path.cwd().parent / "x.md")]
     result = CliRunner().invoke(load_stage("evaluate").main, args)
     assert result.exit_code == 2 and "prompt file not found" in result.output  # one line, no traceback
     assert not (tmp_path / "metrics").exists()

@@ -9,7 +9,10 @@ look-alikes:
 - harm_redteam: first questions of the shipped hh-rlhf red-team transcripts that ingest did not keep (multi-turn,
   short or over the cap), minus evaluation prompts;
 - hh_helpful: single-turn hh-rlhf helpful prompts that are not in the training pairs;
-- lookalike: tools/dev_lookalikes.txt, harmless questions with alarming words, written for this set (not XSTest's).
+- lookalike: tools/dev_lookalikes.txt, harmless questions with alarming words, written for this set (not XSTest's);
+- dna:AREA: Do-Not-Answer's fixed development half (saferinstruct.eval.sets.donotanswer_half; the evaluation half is
+  the evaluate stage's), one rate per risk area; for human_chatbox also the care rate (answers pointing to help, the
+  goal there: saferinstruct.eval.care), printed as dna:human_chatbox:care.
 
     .venv/bin/python tools/dev_eval.py models/base models/sft models/dpo [--max-tokens 40] [--show lookalike]
 """
@@ -25,6 +28,8 @@ from pathlib import Path
 
 import click
 
+from saferinstruct.eval.care import points_to_help
+from saferinstruct.eval.sets import DNA_CARE_AREA, load_donotanswer
 from saferinstruct.sources.hh_rlhf import parse_hh
 from saferinstruct.io import read_rows
 from saferinstruct.judging.refusal import classify_refusal
@@ -39,7 +44,16 @@ RAW = Path("data/raw")
 def _eval_keys() -> set[str]:
     keys = {match_key(r["instruction"]) for r in csv.DictReader(open(RAW / "eval/safer_instruct_test_set.csv"))}
     keys |= {match_key(r["goal"]) for r in csv.DictReader(open(RAW / "eval/advbench_harmful_behaviors.csv"))}
+    keys |= {match_key(p.prompt) for half in ("dev", "eval") for p in load_donotanswer(RAW / "eval/donotanswer", half)}
     return keys | {match_key(r["prompt"]) for r in csv.DictReader(open(RAW / "eval/xstest_prompts_dev.csv"))}
+
+
+def dna_dev_sets() -> dict[str, list[str]]:
+    """Do-Not-Answer's development half, one set per risk area (file order)."""
+    out: dict[str, list[str]] = {}
+    for p in load_donotanswer(RAW / "eval/donotanswer", "dev"):
+        out.setdefault(f"dna:{p.group}", []).append(p.prompt)
+    return out
 
 
 def _first_turns(path: Path, single_turn: bool) -> list[tuple[int, str]]:
@@ -70,7 +84,8 @@ def dev_sets(seed: int = 7) -> dict[str, list[str]]:
                if q not in trained and 15 < len(q) < 200]
     look = [x.strip() for x in open(Path(__file__).with_name("dev_lookalikes.txt")) if x.strip()]
     return {"harm_si": instructions("safer_instruct_illegal.csv", 50) + instructions("safer_instruct_nsfw.csv", 10),
-            "harm_redteam": rnd.sample(redteam, 40), "hh_helpful": rnd.sample(helpful, 40), "lookalike": look}
+            "harm_redteam": rnd.sample(redteam, 40), "hh_helpful": rnd.sample(helpful, 40), "lookalike": look,
+            **dna_dev_sets()}
 
 
 @click.command()
@@ -88,6 +103,8 @@ def main(models: tuple[str, ...], max_tokens: int, show: str | None) -> None:
             answers = dict(backend.run([ChatRequest.chat(p, params=params) for p in prompts]))
             labels = [classify_refusal(answers[i].text)[0] for i in range(len(prompts))]
             rates[name] = sum(lab != "compliance" for lab in labels) / len(labels)
+            if name == f"dna:{DNA_CARE_AREA}":  # a caring answer with resources is the goal there, not a refusal
+                rates[f"{name}:care"] = sum(points_to_help(answers[i].text) for i in range(len(prompts))) / len(prompts)
             if name == show:
                 for i, (p, lab) in enumerate(zip(prompts, labels)):
                     print(f"  {lab:10s} {p[:70]!r} -> {answers[i].text[:70]!r}")

@@ -142,7 +142,7 @@ class EvalResult(Record):
     eval_set: str
     group: str = ""
     prompt: str
-    prompt_label: Literal["harmful", "safe"]
+    prompt_label: Literal["harmful", "safe", "care"]  # care: wants a caring answer (eval/sets.py)
     response: str
     judge_label: str
     parse_ok: bool = True

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
+from saferinstruct.eval.capability import CapabilityParams, capability_metrics, load_references, model_nlls
 from saferinstruct.eval.metrics import MetricsParams, compute_metrics, plot_rows
 from saferinstruct.eval.sets import EvalPrompt, SetsParams, build_eval_sets
 from saferinstruct.judging import refusal  # noqa: F401 - registers the offline `refusal_keywords` judge
@@ -105,6 +106,7 @@ class EvaluateParams(Params):
     generation: GenerationSettings = Field(default_factory=GenerationSettings)
     judge: JudgeSpec = Field(default_factory=lambda: JudgeSpec(backend="refusal_keywords", task="refusal"))
     metrics: MetricsParams = Field(default_factory=MetricsParams)
+    capability: CapabilityParams = Field(default_factory=CapabilityParams)
     # Share of generation and judge calls that may still fail after retries: their rows are dropped (counted under
     # dropped.call_error per model); above it the stage fails and writes nothing.
     max_error_fraction: float = Field(default=0.0, ge=0.0, le=1.0)
@@ -119,9 +121,28 @@ class EvaluateParams(Params):
     @field_validator("judge")
     @classmethod
     def _refusal_task(cls, v: JudgeSpec) -> JudgeSpec:
-        if v.task != "refusal":
-            raise ValueError("the evaluation judge must do task 'refusal' (labels refusal | compliance | partial)")
+        if v.task not in ("refusal", "harm"):
+            raise ValueError("the evaluation judge must do task 'refusal' (labels refusal | compliance | partial) "
+                             "or 'harm' (labels harmful | harmless)")
         return v
+
+    @model_validator(mode="after")
+    def _harm_labels_counted(self) -> EvaluateParams:
+        # a harm judge's labels are harmful | harmless: harmless_rate must count its own label, not refusals
+        if self.judge.task == "harm" and "harmless" not in self.metrics.harmless_labels:
+            raise ValueError("evaluate.judge does task 'harm': set evaluate.metrics.harmless_labels: [harmless]")
+        return self
+
+
+def measure_capability(params: EvaluateParams, models: Mapping[str, Path], reference: Path | str,
+                       train_prompts: Sequence[str], metrics: Mapping) -> dict:
+    """The ``capability`` block: reference-answer NLL per model and the answered rate of Alpaca validation."""
+    refs, overlap = load_references(reference, train_prompts, params.capability.reference_n, params.capability.seed)
+    chat_template = bool(params.generation.backend_options.get("chat_template", True))
+    nlls = {name: model_nlls(path, refs, params.capability, chat_template) for name, path in models.items()}
+    safe = {name: metrics["models"].get(name, {}).get("safe", {}).get("alpaca_val") for name in models}
+    return capability_metrics(nlls, safe, params.capability,
+                              {"file": str(reference), "n": len(refs), "train_overlap": overlap})
 
 
 @dataclass
@@ -131,6 +152,9 @@ class EvalFiles:
     xstest: Path | str
     judge_prompt: Path | str | None = None
     root: Path | str = "."  # user sets' paths are relative to it
+    donotanswer: Path | str | None = None  # directory of Do-Not-Answer's risk-area files (its evaluation half is used)
+    alpaca_val: Path | str | None = None  # Alpaca validation instructions (over-refusal on ordinary requests)
+    capability_reference: Path | str | None = None  # reference answers for the capability NLL (None: not measured)
 
 
 @dataclass
@@ -152,7 +176,7 @@ def run_evaluation(params: EvaluateParams, models_dir: Path | str, files: EvalFi
         raise ParamsError(f"model director{'ies' if len(missing) > 1 else 'y'} {', '.join(missing)} not found: "
                           "build them (dvc repro) or drop them from evaluate.models")
     prompts, report = build_eval_sets(params.sets, files.advbench, files.safer_instruct_test, files.xstest,
-                                      train_prompts, files.root)
+                                      train_prompts, files.root, files.donotanswer, files.alpaca_val)
     if judge is None:
         judge = build_judge(params.judge, prompt_path=files.judge_prompt, secrets=secrets, section="evaluate.judge",
                             cache_dir=Path(cache_root) / "judge" if cache_root else None)
@@ -161,9 +185,13 @@ def run_evaluation(params: EvaluateParams, models_dir: Path | str, files: EvalFi
                                                params.max_error_fraction)
     finally:
         judge.close()
-    metrics = compute_metrics(results, params.metrics)
+    metrics = compute_metrics(results, params.metrics, judge={"name": judge.name, "task": judge.task})
+    start = time.perf_counter()
+    if files.capability_reference and params.capability.reference_n != 0:
+        metrics["capability"] = measure_capability(params, models, files.capability_reference, train_prompts, metrics)
+    capability_seconds = round(time.perf_counter() - start, 3)
     plots = {"sets": plot_rows(results, params.metrics), "categories": plot_rows(results, params.metrics, True)}
     stats = {"prompts": len(prompts), "sets": {"read": report.read, "train_overlap": report.train_overlap,
                                               "kept": report.kept},
-             "models": model_stats, "judge": judge.stats()}
+             "models": model_stats, "judge": judge.stats(), "capability_seconds": capability_seconds}
     return EvalRun(results, metrics, plots, stats)

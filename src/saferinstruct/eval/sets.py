@@ -1,7 +1,9 @@
-"""Evaluation prompt sets: AdvBench, the Safer-Instruct test set, XSTest, and user files by a declared mapping.
+"""Evaluation prompt sets: AdvBench, the Safer-Instruct test set, XSTest, Do-Not-Answer's evaluation half, Alpaca
+validation instructions, and user files by a declared mapping.
 
-Every loader returns :class:`EvalPrompt` rows tagged harmful or safe. Samples are deterministic (seeded, file order
-kept). A prompt whose normalised text (the classifier's normalisation) is also a training prompt is dropped and
+Every loader returns :class:`EvalPrompt` rows tagged harmful, safe or care (Do-Not-Answer's human-chatbot area: a
+caring answer with resources is the goal there, so it is scored apart and never pooled with the harmful prompts).
+Samples are deterministic (seeded, file order kept). A prompt whose normalised text (the classifier's normalisation) is also a training prompt is dropped and
 counted, so no set scores a model on what it was trained on: all 300 ``si`` rows of the Safer-Instruct test set come
 from its training sources.
 """
@@ -15,15 +17,21 @@ from typing import Literal
 
 from pydantic import Field
 
-from saferinstruct.hashing import sample_rows
+from saferinstruct.hashing import in_holdout, sample_rows
 from saferinstruct.io import RowError
 from saferinstruct.params import Params, ParamsError
 from saferinstruct.sources.readers import BadField, detect_format, parse_rows
 from saferinstruct.sources.text import match_key
 
-Kind = Literal["harmful", "safe"]
+Kind = Literal["harmful", "safe", "care"]
 SI_GROUPS = ("hh", "si", "beaver")
 RESERVED = {"overall"}  # the pooled entry of each kind in metrics/eval.json
+DNA_CARE_AREA = "human_chatbox"  # Do-Not-Answer's risk area whose prompts want care, not a bare refusal
+# The fixed development / evaluation split of Do-Not-Answer: a hash of "file stem:line" (never of the other rows), so
+# a row never changes half, also when a file gains rows. Changing the salt or share re-splits: do not.
+DNA_SPLIT_SALT = "donotanswer-dev"
+DNA_DEV_FRACTION = 0.5
+DnaHalf = Literal["dev", "eval"]
 
 
 @dataclass(frozen=True)
@@ -59,6 +67,9 @@ class SetsParams(Params):
     safer_instruct_per_group: int | None = Field(default=34, ge=0)
     xstest_safe_n: int | None = Field(default=None, ge=0)
     xstest_unsafe_n: int | None = Field(default=24, ge=0)
+    donotanswer_n: int | None = Field(default=120, ge=0)  # the evaluation half's four harmful risk areas, pooled
+    donotanswer_chatbot_n: int | None = Field(default=30, ge=0)  # its human-chatbot area (kind care)
+    alpaca_val_n: int | None = Field(default=60, ge=0)  # ordinary instructions: refusing them is over-refusal
     user_sets: list[UserSet] = Field(default_factory=list)
 
 
@@ -123,6 +134,38 @@ def load_xstest(path: Path | str) -> list[EvalPrompt]:
     return out
 
 
+def donotanswer_half(row_id: str) -> DnaHalf:
+    """Which fixed half a Do-Not-Answer row (id ``file stem:line``) belongs to."""
+    return "dev" if in_holdout(row_id, DNA_DEV_FRACTION, DNA_SPLIT_SALT) else "eval"
+
+
+def load_donotanswer(directory: Path | str, half: DnaHalf = "eval") -> list[EvalPrompt]:
+    """One half of Do-Not-Answer (one jsonl file per risk area, ``{"prompt", "intents"}``): the four harmful areas as
+    set ``donotanswer`` (group = area), the human-chatbot area as set ``donotanswer_chatbot`` of kind care."""
+    files = sorted(Path(directory).glob("*.jsonl"))
+    if not files:
+        raise RowError(directory, None, "no Do-Not-Answer *.jsonl file: copy them from the shared data (see "
+                                        "data/raw/NOTICE.md) or point --donotanswer elsewhere")
+    out = []
+    for path in files:
+        area = path.stem
+        for line, row in _rows(path, f"donotanswer/{area}", ["prompt"], "jsonl"):
+            row_id = f"{area}:{line}"
+            if donotanswer_half(row_id) != half:
+                continue
+            care = area == DNA_CARE_AREA
+            out.append(EvalPrompt(f"donotanswer:{row_id}", "donotanswer_chatbot" if care else "donotanswer", area,
+                                  _prompt(path, line, row["prompt"]), "care" if care else "harmful"))
+    return out
+
+
+def load_alpaca_val(path: Path | str) -> list[EvalPrompt]:
+    """Alpaca validation instructions (a JSON array of ``{"instruction"}``): ordinary requests, kind safe."""
+    path = Path(path)
+    return [EvalPrompt(f"alpaca_val:{i}", "alpaca_val", "", _prompt(path, line, row["instruction"]), "safe")
+            for i, (line, row) in enumerate(_rows(path, "alpaca_val", ["instruction"], "json"), start=1)]
+
+
 def load_user_set(spec: UserSet, root: Path | str = ".") -> list[EvalPrompt]:
     """Rows of a user file by its mapping; a label outside both lists or an id used twice is an error naming file
     and line."""
@@ -153,10 +196,14 @@ def sample(prompts: list[EvalPrompt], n: int | None, seed: int) -> list[EvalProm
 
 def build_eval_sets(params: SetsParams, advbench: Path | str, safer_instruct_test: Path | str,
                     xstest: Path | str, train_prompts: Iterable[str], root: Path | str = ".",
+                    donotanswer: Path | str | None = None, alpaca_val: Path | str | None = None,
                     ) -> tuple[list[EvalPrompt], LoadReport]:
-    """All configured sets, leakage-checked against ``train_prompts`` then sampled; a set of size 0 is skipped."""
+    """All configured sets, leakage-checked against ``train_prompts`` then sampled; a set of size 0 is skipped
+    (Do-Not-Answer and Alpaca validation only when their path is given)."""
     by_set: dict[str, list[EvalPrompt]] = {}
     loaded = [*load_advbench(advbench), *load_safer_instruct_test(safer_instruct_test), *load_xstest(xstest)]
+    loaded += load_donotanswer(donotanswer, "eval") if donotanswer else []
+    loaded += load_alpaca_val(alpaca_val) if alpaca_val else []
     for spec in params.user_sets:
         if spec.name in {p.eval_set for p in loaded} | RESERVED:
             raise ParamsError(f"evaluate.sets.user_sets: name '{spec.name}' is taken by another set; choose another")
@@ -164,7 +211,8 @@ def build_eval_sets(params: SetsParams, advbench: Path | str, safer_instruct_tes
     for p in loaded:
         by_set.setdefault(p.eval_set, []).append(p)
     sizes = {"advbench": params.advbench_n, "xstest_safe": params.xstest_safe_n,
-             "xstest_unsafe": params.xstest_unsafe_n,
+             "xstest_unsafe": params.xstest_unsafe_n, "donotanswer": params.donotanswer_n,
+             "donotanswer_chatbot": params.donotanswer_chatbot_n, "alpaca_val": params.alpaca_val_n,
              **{f"safer_instruct_{g}": params.safer_instruct_per_group for g in SI_GROUPS},
              **{u.name: u.n for u in params.user_sets}}
     trained = {match_key(t) for t in train_prompts}

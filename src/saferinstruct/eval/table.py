@@ -12,7 +12,19 @@ END = "<!-- results-table:end -->"
 COMMAND = "saferinstruct results-table"
 
 
-_WHAT = {"harmful": "harmful: refused (higher is safer)", "safe": "safe: refused (over-refusal, lower is better)"}
+_WHAT = {"harmful": "harmful: refused (higher is safer)", "safe": "safe: refused (over-refusal, lower is better)",
+         "care": "personal risk: refused (a caring answer is the goal)"}
+_CARE = "personal risk: pointed to help (care_rate, higher is better)"
+# With a harm judge (task harm) the cells are harmless_rate: answers the judge found harmless, not refusals.
+_WHAT_HARM = {"harmful": "harmful: harmless answers (higher is safer)",
+              "safe": "safe: harmless answers (no over-refusal measure)",
+              "care": "personal risk: harmless answers"}
+
+
+def judge_of(metrics: dict) -> tuple[str | None, str]:
+    """(judge name, task) recorded in metrics/eval.json; (None, "refusal") for metrics from before it was recorded."""
+    judge = metrics.get("judge") if isinstance(metrics.get("judge"), dict) else {}
+    return judge.get("name"), judge.get("task", "refusal")
 
 
 def _pct(value: float | None) -> str:
@@ -53,14 +65,22 @@ def _models(metrics: dict, source: str) -> list[str]:
 def rates_table(metrics: dict, source: str = "metrics/eval.json") -> list[str]:
     """One row per (kind, set), one column per model: refusal rate [95% CI] (n)."""
     models = _models(metrics, source)
-    lines = ["| prompts | set | " + " | ".join(models) + " |", "|---|---|" + "---:|" * len(models)]
+    judge_name, task = judge_of(metrics)
+    what, rate = (_WHAT_HARM, "harmless_rate") if task == "harm" else (_WHAT, "refusal_rate")
+    first = f"prompts (judge: {judge_name}, task {task})" if judge_name else "prompts"
+    lines = [f"| {first} | set | " + " | ".join(models) + " |", "|---|---|" + "---:|" * len(models)]
     for kind in KINDS:
         sets = list(dict.fromkeys(s for m in models for s in metrics["models"][m].get(kind, {})))
         for name in [s for s in sets if s != "overall"] + (["overall"] if "overall" in sets else []):
             cells = [(m, metrics["models"][m].get(kind, {}).get(name)) for m in models]
             label = f"**{name}**" if name == "overall" else name
-            lines.append(f"| {_WHAT[kind]} | {label} | " + " | ".join(
-                rate_cell(c, where=f"models.{m}.{kind}.{name}.", source=source) if c else "" for m, c in cells) + " |")
+            lines.append(f"| {what[kind]} | {label} | " + " | ".join(
+                rate_cell(c, rate, where=f"models.{m}.{kind}.{name}.", source=source) if c else ""
+                for m, c in cells) + " |")
+            if kind == "care":  # the goal there: answers that point to help, next to the refusal rate
+                lines.append(f"| {_CARE} | {label} | " + " | ".join(
+                    rate_cell(c, "care_rate", where=f"models.{m}.{kind}.{name}.", source=source) if c else ""
+                    for m, c in cells) + " |")
     failures = [sum(metrics["models"][m].get(k, {}).get("overall", {}).get("parse_failures", 0) for k in KINDS)
                 for m in models]
     lines.append("| judge parse failures | all | " + " | ".join(str(f) for f in failures) + " |")
@@ -74,16 +94,49 @@ def comparisons_table(metrics: dict, source: str = "metrics/eval.json") -> list[
     if not isinstance(comparisons, dict):
         raise RowError(source, None, "no 'comparisons' (metrics from before paired tests were added): "
                                      "re-run the evaluate stage")
-    lines = ["| prompts | A → B | n | refused: A → B | only A refused (b) | only B refused (c) | exact McNemar p |",
+    outcome, verb = ("harmless", "harmless") if judge_of(metrics)[1] == "harm" else ("refusal", "refused")
+    lines = [f"| prompts | A → B | n | {verb}: A → B | only A {verb} (b) | only B {verb} (c) | exact McNemar p |",
              "|---|---|---:|---:|---:|---:|---:|"]
     for kind in KINDS:
+        if kind == "care" and not any(kind in c for c in comparisons.values()):
+            continue  # no care prompts were evaluated
         for a, b in model_pairs(_models(metrics, source)):
-            test = comparisons.get(f"{a}_vs_{b}", {}).get(kind, {}).get("overall", {}).get("refusal")
+            test = comparisons.get(f"{a}_vs_{b}", {}).get(kind, {}).get("overall", {}).get(outcome)
             if test is None:
-                raise RowError(source, None, f"no 'comparisons.{a}_vs_{b}.{kind}.overall.refusal': "
+                raise RowError(source, None, f"no 'comparisons.{a}_vs_{b}.{kind}.overall.{outcome}': "
                                              "re-run the evaluate stage")
             lines.append(f"| {kind} | {a} → {b} | {test['n']} | {_pct(test['a_rate'])} → {_pct(test['b_rate'])} | "
                          f"{test['b']} | {test['c']} | {p_cell(test['p_value'])} |")
+    return lines
+
+
+def _mean_cell(value: float | None, ci: list[float] | None, signed: bool = False) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:+.3f} [{ci[0]:+.3f}, {ci[1]:+.3f}]" if signed else f"{value:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
+def capability_table(metrics: dict, source: str = "metrics/eval.json") -> list[str]:
+    """Capability kept, one row per model: reference-answer NLL [95% bootstrap CI], its paired difference to base,
+    and the answered rate of ordinary instructions [95% Wilson CI] (n)."""
+    cap = metrics["capability"]
+    if not isinstance(cap, dict) or not isinstance(cap.get("models"), dict):
+        raise RowError(source, None, "'capability' has no 'models': re-run the evaluate stage")
+    n = cap.get("reference", {}).get("n", "?")
+    lines = [f"| model | answer NLL per token, lower is better (n={n}) | NLL − base | ordinary instructions answered |",
+             "|---|---:|---:|---:|"]
+    order = {m: i for i, m in enumerate(MODEL_ORDER)}
+    for m in sorted(cap["models"], key=lambda m: (order.get(m, len(order)), m)):
+        e = cap["models"][m]
+        answered = ("n/a" if e["answered_rate"] is None else
+                    f"{_pct(e['answered_rate'])} [{100 * e['answered_ci'][0]:.1f}, {100 * e['answered_ci'][1]:.1f}] "
+                    f"(n={e['answered_n']})")
+        lines.append(f"| {m} | {_mean_cell(e['nll_mean'], e['nll_ci'])} | "
+                     f"{_mean_cell(e['nll_diff_to_base'], e['nll_diff_ci'], signed=True) if m != 'base' else '—'} | "
+                     f"{answered} |")
+    lines += ["", "_Capability kept: mean NLL per answer token of held-out reference answers (teacher-forced on the "
+                  "chat-templated instruction; 95% bootstrap interval over rows; NLL − base is paired on the same "
+                  "rows), and 1 − the refusal rate on Alpaca validation instructions._"]
     return lines
 
 
@@ -91,14 +144,19 @@ def render_table(metrics: dict, source: str = "metrics/eval.json") -> str:
     """Markdown: the rates table (rate [95% Wilson interval] (n judged)), then the paired comparisons table."""
     lines = rates_table(metrics, source)
     compared = len(_models(metrics, source)) > 1
-    note = ("_Cells: refusal rate [95% Wilson interval] (n = answers the judge labelled), labelled by the evaluation "
-            "judge (params.yaml evaluate.judge).")
+    name, task = judge_of(metrics)
+    rate, verb = ("harmless rate", "found harmless") if task == "harm" else ("refusal rate", "refused")
+    judge = f"`{name}` (task {task}, params.yaml evaluate.judge)" if name else "(params.yaml evaluate.judge)"
+    note = (f"_Cells: {rate} [95% Wilson interval] (n = answers the judge labelled), labelled by the evaluation "
+            f"judge {judge}.")
     if compared:
-        note += " Below: models compared on the same prompts; b, c count the prompts only one of them refused; " \
+        note += f" Below: models compared on the same prompts; b, c count the prompts only one of them {verb}; " \
                 "p is the two-sided exact McNemar test."
     lines += ["", note + "_"]
     if compared:
         lines += [""] + comparisons_table(metrics, source)
+    if "capability" in metrics:
+        lines += [""] + capability_table(metrics, source)
     lines.append("")
     lines.append(f"_Generated from `{source}` by `{COMMAND}`; do not edit by hand._")
     return "\n".join(lines)
