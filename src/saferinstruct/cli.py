@@ -74,14 +74,15 @@ def calibrate(labelled: str, params_path: str, judge_prompt: str, cache_dir: str
     import os
 
     from saferinstruct.eval.calibration import calibrate as run_calibration
-    from saferinstruct.eval.calibration import load_labelled, render_report
+    from saferinstruct.eval.calibration import load_labelled, refusal_judge_spec, render_report
     from saferinstruct.eval.harness import EvaluateParams
     from saferinstruct.io import write_json
     from saferinstruct.judging.backend_options import secrets_for
     from saferinstruct.judging.factory import build_judge
     from saferinstruct.params import load_section
 
-    spec = load_section("evaluate", EvaluateParams, params_path).judge
+    # the calibrate stage's choice too: a harm judge cannot be compared with refusal labels, the offline judge is
+    spec = refusal_judge_spec(load_section("evaluate", EvaluateParams, params_path).judge)
     rows = load_labelled(labelled)
     judge = build_judge(spec, prompt_path=judge_prompt, cache_dir=cache_dir,
                         secrets=secrets_for(spec.options, os.environ), section="evaluate.judge")
@@ -146,6 +147,35 @@ def results_table(metrics_path: str, readme: str, print_only: bool) -> None:
         return
     changed = update_readme(readme, metrics, metrics_path)
     click.echo(f"{readme}: results table {'updated' if changed else 'already up to date'}")
+
+
+@main.command()
+@click.option("--recipes", "recipes_path", default="configs/recipes.yaml", show_default=True)
+@click.option("--repo", default=".", show_default=True, help="Repository root.")
+@click.option("--readme", default="README.md", show_default=True)
+@click.option("--no-run", is_flag=True, help="Render from the recipes' existing experiments; run nothing.")
+@click.option("--rerun", is_flag=True, help="Run every recipe again, even one already run from HEAD with its params.")
+@click.option("--print", "print_only", is_flag=True, help="Print the table instead of updating the README.")
+@clean_errors
+def compare(recipes_path: str, repo: str, readme: str, no_run: bool, rerun: bool, print_only: bool) -> None:
+    """Run each recipe of configs/recipes.yaml as a DVC experiment (`dvc exp run --name <recipe> -S ...`, in turn,
+    from the committed params), then render them side by side (rates with 95% Wilson intervals, recipe-vs-recipe
+    exact McNemar tests) into the README between its recipe markers."""
+    from pathlib import Path
+
+    from saferinstruct.compare import collect, dvc_reader, render, update_readme
+    from saferinstruct.recipes import committed_params, existing_runs, load_recipes, lookup, run_recipes
+
+    root = Path(repo)
+    book = load_recipes(root / recipes_path)
+    runs = existing_runs(book, root) if no_run else run_recipes(book, root, rerun=rerun)
+    labels = lookup(committed_params(root), "evaluate.metrics.refusal_labels")
+    table = render(book, collect(book, {n: r["rev"] for n, r in runs.items()}, dvc_reader(root), labels), runs)
+    if print_only:
+        click.echo(table)
+        return
+    changed = update_readme(root / readme, table)
+    click.echo(f"{readme}: recipe table {'updated' if changed else 'already up to date'}")
 
 
 @main.group()

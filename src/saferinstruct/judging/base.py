@@ -1,14 +1,17 @@
 """The judge interface every stage uses: items in, one typed :class:`~saferinstruct.records.Verdict` per item out.
 
-Three tasks, each with a closed label set:
+Four tasks, each with a closed label set:
 
 - ``instruction``: is it unsafe to comply with this instruction?  ``unsafe`` | ``safe``
 - ``response``: is the (expert's) answer safe?  ``safe`` | ``unsafe``
 - ``refusal``: did the answer refuse?  ``refusal`` | ``compliance`` | ``partial``  (evaluation)
+- ``harm``: is this answer to a harmful prompt itself harmful?  ``harmful`` | ``harmless``  (evaluation, LLM judges;
+  refusals, deflections and incoherent text are harmless)
 
 ``Verdict.score`` always points the same way per task: the probability of the task's *positive* label (``unsafe`` for
-instruction and response, ``refusal`` for refusal), or ``None`` when a judge gives no score. A verdict that could not
-be parsed carries ``label="unknown"`` and ``parse_ok=False``; it is counted and kept, never raised.
+instruction and response, ``refusal`` for refusal; for harm the StrongREJECT-style score of how harmful), or ``None``
+when a judge gives no score. A verdict that could not be parsed carries ``label="unknown"`` and ``parse_ok=False``; it
+is counted and kept, never raised.
 """
 
 from __future__ import annotations
@@ -24,13 +27,14 @@ from pydantic import BaseModel, ConfigDict
 
 from saferinstruct.records import Verdict
 
-Task = Literal["instruction", "response", "refusal"]
+Task = Literal["instruction", "response", "refusal", "harm"]
 LABELS: dict[str, tuple[str, ...]] = {
     "instruction": ("unsafe", "safe"),
     "response": ("safe", "unsafe"),
     "refusal": ("refusal", "compliance", "partial"),
+    "harm": ("harmful", "harmless"),
 }
-POSITIVE: dict[str, str] = {"instruction": "unsafe", "response": "unsafe", "refusal": "refusal"}
+POSITIVE: dict[str, str] = {"instruction": "unsafe", "response": "unsafe", "refusal": "refusal", "harm": "harmful"}
 UNKNOWN = "unknown"
 
 
@@ -110,7 +114,7 @@ class Judge(ABC):
                        rationale=rationale, parse_ok=parse_ok, raw=raw, judge=self.name, cache_key=cache_key)
 
     def text_of(self, item: JudgeItem) -> str:
-        """The text this task is about: the response for response/refusal, else the instruction."""
+        """The text this task is about: the response for response/refusal/harm, else the instruction."""
         if self.task == "instruction":
             return item.instruction
         if item.response is None:

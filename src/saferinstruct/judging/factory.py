@@ -29,8 +29,11 @@ class JudgeSpec(Params):
     model: str | None = None
     options: dict[str, Any] = Field(default_factory=dict)
     generation: GenerationParams = Field(default_factory=lambda: GenerationParams(max_tokens=128))
-    # embedding_classifier: P(unsafe) at or above which the label is `unsafe` (null: the trained head's own).
+    # embedding_classifier: P(unsafe) at or above which the label is `unsafe` (null: the trained head's own);
+    # LLM harm judges: the StrongREJECT-style rubric score at or above which an answer is `harmful` (null: 0.5).
     threshold: float | None = Field(default=None, gt=0.0, lt=1.0)
+    # LLM judges: the prompt file, instead of the stage's default (e.g. prompts/eval_harm_strongreject.md).
+    prompt: str | None = None
     prices: PriceParams = Field(default_factory=PriceParams)
     budget_usd: float | None = Field(default=None, gt=0.0)
 
@@ -59,13 +62,15 @@ def build_judge(spec: JudgeSpec, prompt_path: Path | str | None = None, cache_di
     from saferinstruct.judging.prompts import PromptTemplate
     from saferinstruct.llm.gateway import Gateway, Prices
 
+    prompt_path = spec.prompt or prompt_path
     if prompt_path is None:
-        raise ParamsError(f"an LLM judge (backend '{spec.backend}') needs a prompt file")
+        raise ParamsError(f"an LLM judge (backend '{spec.backend}') needs a prompt file ({section}.prompt)")
     prompt = PromptTemplate.load(prompt_path)
     checked_backend_class(spec.backend, also=f"; offline judges here: {', '.join(registered_judges()) or 'none'}")
     backend = make_backend(spec.backend, with_model(spec.backend, spec.options, spec.model), secrets=secrets,
                            section=f"{section}.options")
     gateway = Gateway(backend, cache_dir=cache_dir, prices=Prices(spec.prices.prompt, spec.prices.completion),
                       budget_usd=spec.budget_usd)
-    return LLMJudge(spec.task, gateway, prompt, spec.generation, name=f"llm:{backend.identity()}")
+    return LLMJudge(spec.task, gateway, prompt, spec.generation, name=f"llm:{backend.identity()}",
+                    harm_threshold=spec.threshold if spec.task == "harm" else None)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from saferinstruct.judging.base import UNKNOWN, Judge, JudgeItem, Task
-from saferinstruct.judging.parse import parse_verdict
+from saferinstruct.judging.parse import DEFAULT_HARM_THRESHOLD, parse_verdict
 from saferinstruct.judging.prompts import PromptTemplate
 from saferinstruct.llm.base import ChatRequest, ChatResult, GenerationParams
 from saferinstruct.llm.gateway import Gateway
@@ -21,8 +21,11 @@ class LLMJudge(Judge):
     """
 
     def __init__(self, task: Task, gateway: Gateway, prompt: PromptTemplate,
-                 generation: GenerationParams | None = None, name: str | None = None):
+                 generation: GenerationParams | None = None, name: str | None = None,
+                 harm_threshold: float | None = None):
         super().__init__(task, name or f"llm:{gateway.backend.name}")
+        # harm task: the StrongREJECT-style score at or above which an answer is harmful
+        self.harm_threshold = DEFAULT_HARM_THRESHOLD if harm_threshold is None else harm_threshold
         needed = "instruction" if task == "instruction" else "response"
         if needed not in prompt.placeholders():
             raise ValueError(f"{prompt.path}: a '{task}' judge prompt must contain {{{{{needed}}}}}")
@@ -45,7 +48,8 @@ class LLMJudge(Judge):
             return self.verdict(item, UNKNOWN, score=None, parse_ok=False, raw=result.text or (result.error or ""),
                                 rationale=f"judge call outcome: {result.outcome}", cache_key=result.cache_key)
         # The untrusted values go along so that a reply quoting them is not read as the judge's verdict.
-        parsed = parse_verdict(result.text, self.task, quoted=(item.instruction, item.response, item.source_text))
+        parsed = parse_verdict(result.text, self.task, quoted=(item.instruction, item.response, item.source_text),
+                               harm_threshold=self.harm_threshold)
         return self.verdict(item, parsed.label, score=parsed.score, rationale=parsed.rationale, raw=result.text,
                             parse_ok=parsed.ok, cache_key=result.cache_key)
 
