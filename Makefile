@@ -9,7 +9,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: env repro test test-slow bench clean-env compare
+.PHONY: env repro test test-slow bench clean-env compare exp-show
 
 env: $(STAMP)
 
@@ -28,15 +28,23 @@ repro: $(STAMP)
 	$(BIN)/saferinstruct caches pull --best-effort
 	$(BIN)/dvc repro
 
-# Experiments side by side in a terminal (under 200 columns for a few changed params): the headline numbers of
+# `make exp-show`: experiments side by side in a terminal (under 200 columns for a few changed params): the headline numbers of
 # metrics/summary.json (pairs.train, cost_usd and every model's refusal rates always; the other headline counts when
 # they differ) and the params that differ. Dropped: dependency hashes (names with a /), the evaluation detail
-# (models.*: `dvc metrics diff`), the funnel (<stage>.in/kept/cost_usd) and ingest.corpora (DVC reads its integer keys
-# differently in the workspace, so it always looks changed; `dvc params diff` shows a real change).
+# (models.*, comparisons.*: `dvc metrics diff`), the funnel (<stage>.in/kept/cost_usd) and ingest.corpora (DVC reads
+# its integer keys differently in the workspace, so it always looks changed; `dvc params diff` shows a real change).
 COMPARE_KEEP := (pairs\.train|cost_usd|harmful\..+|safe\..+)$$
-COMPARE_DROP := .*/|models\.|schema_version$$|.*\.(in|kept|cost_usd)$$|ingest\.corpora$$|Created$$
-compare: $(STAMP)
+COMPARE_DROP := .*/|models\.|comparisons\.|schema_version$$|.*\.(in|kept|cost_usd)$$|ingest\.corpora$$|Created$$
+exp-show: $(STAMP)
 	$(BIN)/dvc exp show --no-pager --only-changed --drop '$(COMPARE_DROP)' --keep '$(COMPARE_KEEP)' $(ARGS)
+
+# The recipes of configs/recipes.yaml (default, sft_only, paper, human) as DVC experiments, one after another from the
+# committed params (one already run from HEAD with the same params is reused; ARGS=--rerun runs it again), then the
+# README's recipe table (rates with 95% Wilson intervals, recipe-vs-recipe exact McNemar p) with the measured run time.
+# Commit params.yaml and dvc.lock first: each experiment starts from HEAD. ARGS=--no-run re-renders only.
+compare: $(STAMP)
+	$(BIN)/saferinstruct caches pull --best-effort
+	$(BIN)/saferinstruct compare $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/pytest -q

@@ -1,5 +1,5 @@
 """Metrics a person can compare: the headline summary and the funnel (stage summarize), DVC metrics that hold
-results only (no timings), and `make compare` showing experiments side by side in under 200 columns."""
+results only (no timings), and `make exp-show` showing experiments side by side in under 200 columns."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from saferinstruct.summary import flat_names, funnel, headline
 
 REPO = Path(__file__).resolve().parent.parent
 TIMING = re.compile(r"seconds|runtime|per_second|_per_s$|throughput", re.I)
-RESULT_METRICS = {"metrics/eval.json", "metrics/summary.json", "metrics/funnel.json"}
+RESULT_METRICS = {"metrics/eval.json", "metrics/summary.json", "metrics/funnel.json", "metrics/calibration.json"}
 
 
 def _committed_stats() -> dict[str, dict]:
@@ -97,7 +97,7 @@ def _make_var(name: str) -> str:
 
 def _compare_repo(tmp_path: Path) -> Path:
     """A throw-away repo holding this pipeline's dvc.yaml, params and result files, a commit, then a workspace
-    changing two params: what `make compare` sees after an experiment."""
+    changing two params: what `make exp-show` sees after an experiment."""
     repo = init_repo(tmp_path / "repo")
     files = ["dvc.yaml", "params.yaml", "metrics/eval.json", *(str(p.relative_to(REPO)) for p in
              [*(REPO / "stats").glob("*.json"), *(REPO / "dvclive").glob("*/metrics.json")])]
@@ -107,6 +107,9 @@ def _compare_repo(tmp_path: Path) -> Path:
     stats = {p.stem: json.loads(p.read_text()) for p in (repo / "stats").glob("*.json")}
     (repo / "metrics/summary.json").write_text(json.dumps(headline(stats, _eval())))
     (repo / "metrics/funnel.json").write_text(json.dumps(funnel(stats)))
+    calibration = REPO / "metrics/calibration.json"  # the calibrate stage's; a stand-in before its first run
+    (repo / "metrics/calibration.json").write_text(calibration.read_text() if calibration.exists() else json.dumps(
+        {"refusal_judge": {"judge": "refusal_keywords", "files": {"gpt4": {"agreement": 0.9}}}}))
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "baseline")
     params = yaml.safe_load((repo / "params.yaml").read_text())

@@ -6,7 +6,9 @@ self-evaluation), rejected = the original harmful source text; provenance names 
 induction model, the judges' labels and scores, the expert model and every cache key. Helpfulness pairs come from
 Anthropic hh-rlhf transcripts (``hh_rlhf``: the last assistant turns of chosen and rejected, the turns before them
 the prompt) or any prompt/chosen/rejected file (``pairs``), sampled to ``helpful_ratio`` helpful pairs per safety
-pair (1:1 by default). Any prompt equal to an evaluation prompt (by match key) is removed and counted, as are
+pair (1:1 by default). ``safety_pairs: human`` swaps the Safer-Instruct safety half for as many human-annotated
+pairs (``human_pairs``: hh-rlhf harmless-base chosen vs rejected), the paper's baseline; the helpful half stays the
+same pairs. Any prompt equal to an evaluation prompt (by match key) is removed and counted, as are
 duplicate prompts. The train/test split is a seeded hash of the id within each kind, so the mix holds in both.
 """
 
@@ -19,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from saferinstruct.hashing import in_holdout, seeded_sample
 from saferinstruct.helpful_pairs import HelpfulSource, load_helpful
@@ -56,6 +58,18 @@ class PreferenceParams(Params):
     max_safety_pairs: int | None = Field(default=None, ge=1)
     eval_files: list[EvalFile] = Field(default_factory=list)
     helpful: list[HelpfulSource] = Field(default_factory=list)
+    # the safety half: safer_instruct (expert answer vs source text) | human (human-annotated pairs from human_pairs,
+    # a seeded sample as large as the Safer-Instruct half would be, mixed with the same helpful pairs)
+    safety_pairs: Literal["safer_instruct", "human"] = "safer_instruct"
+    human_pairs: HelpfulSource | None = None
+    human_max_turns: int = Field(default=1, ge=1)  # user turns in a human pair's prompt
+
+    @model_validator(mode="after")
+    def _human_needs_a_file(self) -> "PreferenceParams":
+        if self.safety_pairs == "human" and self.human_pairs is None:
+            raise ValueError("safety_pairs: human needs human_pairs (e.g. {name: hh_rlhf_harmless_base, format: "
+                             "hh_rlhf, path: data/raw/sources/hh_rlhf_harmless_base_test.jsonl.gz, licence: MIT})")
+        return self
 
 
 @dataclass
@@ -158,27 +172,44 @@ class _Builder:
         return None, why
 
     def helpful(self) -> list[_Pair]:
+        return [pair for spec in self.p.helpful
+                for pair in self._pool("helpful", spec, self.p.helpful_max_turns, "helpful", "helpful")]
+
+    def human(self, n: int) -> list[_Pair]:
+        """``n`` human-annotated pairs (seeded sample) standing in for the Safer-Instruct safety half."""
+        spec = self.p.human_pairs
+        assert spec is not None  # PreferenceParams checks it
+        pool = self._pool("safety", spec, self.p.human_max_turns, "human", "human")
+        if len(pool) < n:
+            raise RowError(spec.path, None, f"{len(pool)} usable human pairs, the Safer-Instruct half has {n}: raise "
+                           "build_preferences.human_max_turns or set max_safety_pairs <= "
+                           f"{len(pool)} (see data/rejected/build_preferences.jsonl)")
+        return self._sample("safety", pool, n, "human")
+
+    def _pool(self, kind: str, spec: HelpfulSource, max_turns: int, prefix: str, category: str) -> list[_Pair]:
+        """One pair file's usable pairs (sides stripped) that pass the leakage and duplicate checks."""
         pool: list[_Pair] = []
-        for spec in self.p.helpful:
-            # public transcript dumps hold a few broken records (hh-rlhf: 9 of 2,354 end without an answer):
-            # they are counted, not fatal
-            quarantine = Quarantine()
-            loaded = load_helpful(spec, quarantine)
-            for bad in quarantine.rows:
-                self.reject("helpful", f"helpful:{spec.name}:{bad.line}", "malformed", bad.error)
-            for line, (prompt, chosen, rejected) in loaded:
-                pid = f"helpful:{spec.name}:{line}"
-                users = sum(r == "user" for r, _ in prompt)
-                if users > self.p.helpful_max_turns:
-                    self.reject("helpful", pid, "too_many_turns", f"{users} user turns")
-                    continue
-                if not chosen.strip() or not rejected.strip() or chosen.strip() == rejected.strip():
-                    self.reject("helpful", pid, "empty_or_identical_sides", "")
-                    continue
-                pair = _Pair(pid, prompt, chosen.strip(), rejected.strip(), "helpful", "helpful", provenance={
-                    "corpus": spec.name, "licence": spec.licence, "file": spec.path, "line": line})
-                if self.prompt_ok("helpful", pair):
-                    pool.append(pair)
+        # public transcript dumps hold a few broken records (hh-rlhf: 9 of 2,354 end without an answer):
+        # they are counted, not fatal
+        quarantine = Quarantine()
+        loaded = load_helpful(spec, quarantine)
+        for bad in quarantine.rows:
+            self.reject(kind, f"{prefix}:{spec.name}:{bad.line}", "malformed", bad.error)
+        for line, (prompt, chosen, rejected) in loaded:
+            pid = f"{prefix}:{spec.name}:{line}"
+            users = sum(r == "user" for r, _ in prompt)
+            if users > max_turns:
+                self.reject(kind, pid, "too_many_turns", f"{users} user turns")
+                continue
+            if not chosen.strip() or not rejected.strip() or chosen.strip() == rejected.strip():
+                self.reject(kind, pid, "empty_or_identical_sides", "")
+                continue
+            provenance = {"corpus": spec.name, "licence": spec.licence, "file": spec.path, "line": line}
+            if prefix == "human":
+                provenance["annotation"] = "human"
+            pair = _Pair(pid, prompt, chosen.strip(), rejected.strip(), category, kind, provenance=provenance)
+            if self.prompt_ok(kind, pair):
+                pool.append(pair)
         return pool
 
     def mix(self, pool: list[_Pair], safety: list[_Pair], n_target: int) -> list[_Pair]:
@@ -197,8 +228,8 @@ class _Builder:
                 self.reject("helpful", pair.id, "not_sampled", f"mix keeps the {n_target} nearest to safety prompts")
         return [pair for i, pair in enumerate(pool) if i in keep]
 
-    def _sample(self, kind: str, pairs: list[_Pair], n: int) -> list[_Pair]:
-        chosen = set(seeded_sample(len(pairs), n, f"{self.p.seed}:{kind}"))
+    def _sample(self, kind: str, pairs: list[_Pair], n: int, label: str | None = None) -> list[_Pair]:
+        chosen = set(seeded_sample(len(pairs), n, f"{self.p.seed}:{label or kind}"))
         for i, pair in enumerate(pairs):
             if i not in chosen:
                 self.reject(kind, pair.id, "not_sampled", f"mix/cap keeps {n}")
@@ -282,6 +313,8 @@ def build_preferences(p: PreferenceParams, data: Inputs, embedder=None) -> Prefe
     helpful = b.mix(pool, safety, round(len(safety) * p.helpful_ratio))
     if p.helpful_rejected == "expert_refusal":
         helpful = _contrast(helpful, safety, p.seed)
+    if p.safety_pairs == "human":  # after the mix: the helpful half stays the very pairs the default trains on
+        safety = b.human(len(safety))
     res = b.res
     for kind, pairs in (("safety", safety), ("helpful", helpful)):
         # by id hash against test_fraction: a row keeps its split whatever rows are added or removed around it
@@ -292,7 +325,7 @@ def build_preferences(p: PreferenceParams, data: Inputs, embedder=None) -> Prefe
                   "instruction_judge": sorted({v.judge for v in data.instruction_verdicts}),
                   "expert": sorted({r.model for r in data.responses}),
                   "response_judge": sorted({v.judge for v in data.response_verdicts})}
-    res.stats = _stats(data, safety, helpful, len(pool), b.rejects.counts, res)
+    res.stats = {**_stats(data, safety, helpful, len(pool), b.rejects.counts, res), "safety_pairs": p.safety_pairs}
     return res
 
 
