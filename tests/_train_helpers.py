@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
 
 import yaml
+from conftest import FIXTURES, REPO  # noqa: F401  (REPO re-exported for the training tests)
 
-REPO = Path(__file__).resolve().parent.parent
-FIX = Path(__file__).resolve().parent / "fixtures" / "train"
+FIX = FIXTURES / "train"
 # a few steps at a learning rate large enough that every float32 weight moves
 TINY = {"lr": 1e-3, "max_steps": 3, "batch_size": 2, "max_length": 256, "logging_steps": 1}
-
-
-def load_stage(name: str):
-    spec = importlib.util.spec_from_file_location(f"stage_{name}", REPO / "stages" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
 
 
 def write_params(path: Path, section: str, **values) -> Path:

@@ -91,6 +91,57 @@ def load_stage():
     return import_stage
 
 
+def dvc_stages() -> dict[str, dict]:
+    """The stages of the committed dvc.yaml, by name."""
+    import yaml
+
+    return yaml.safe_load((REPO / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
+
+
+def stage_cmd_args(name: str) -> list[str]:
+    """The click arguments of stage ``name`` exactly as dvc.yaml's ``cmd`` passes them (after the script path)."""
+    import shlex
+
+    words = shlex.split(dvc_stages()[name]["cmd"])
+    assert words[:2] == ["python", f"stages/{name}.py"], f"dvc.yaml stage {name}: cmd must run stages/{name}.py"
+    return words[2:]
+
+
+def _option_key(option: str) -> str:
+    return option.lstrip("-").replace("-", "_")
+
+
+def stage_args(name: str, root: Path, params: Path | None = None, **paths: Path | str | list) -> list[str]:
+    """Stage ``name``'s dvc.yaml arguments with every path but prompts/ re-rooted under ``root`` (outputs land there),
+    ``paths`` replacing single options by python-style name (``live_dir=...``), and ``--params`` (default
+    root/params.yaml) where the stage declares params. No test copies a stage's arguments by hand: a renamed option
+    or path in dvc.yaml shows here."""
+    words = stage_cmd_args(name)
+    unknown = set(paths) - {_option_key(w) for w in words[::2]}
+    assert not unknown, f"stage {name} has no option(s) {sorted(unknown)} in dvc.yaml's cmd"
+    args: list[str] = []
+    for option, value in zip(words[::2], words[1::2]):
+        assert option.startswith("--"), f"dvc.yaml stage {name}: expected an option, got {option!r}"
+        key = _option_key(option)
+        if key not in paths:  # committed prompt files are inputs to read where they are, never outputs
+            args += [option, str((REPO if value.startswith("prompts/") else root) / value)]
+        elif option not in args:  # a list replaces every value of a repeated option (--safe a --safe b)
+            given = paths[key]
+            args += [a for v in (given if isinstance(given, (list, tuple)) else [given]) for a in (option, str(v))]
+    if not dvc_stages()[name].get("params"):
+        assert params is None, f"dvc.yaml stage {name} declares no params"
+        return args
+    return args + ["--params", str(params if params is not None else root / "params.yaml")]
+
+
+def stage_path(name: str, root: Path, option: str) -> Path:
+    """Where ``stage_args(name, root)`` puts the (single) path of ``option`` (e.g. "--stats")."""
+    words = stage_cmd_args(name)
+    values = [value for opt, value in zip(words[::2], words[1::2]) if opt == option]
+    assert len(values) == 1, f"dvc.yaml stage {name}: {option} appears {len(values)} times"
+    return root / values[0]
+
+
 SMOLLM2_CACHE = Path.home() / ".cache" / "saferinstruct"
 
 

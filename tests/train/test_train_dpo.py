@@ -6,22 +6,21 @@ from pathlib import Path
 
 import pytest
 import torch
-from _train_helpers import FIX, TINY, changed, copy_model, load_stage, logged_losses, read_json, write_params
+from _train_helpers import FIX, TINY, changed, copy_model, logged_losses, read_json, write_params
 from click.testing import CliRunner
+from conftest import import_stage, stage_args, stage_path
 from safetensors.torch import load_file, save_file
 
 import saferinstruct.train.dpo as dpo_mod
 
 
 def _run(tmp_path: Path, policy: Path, ref: Path, data: Path = FIX / "preferences.jsonl", **params):
-    out, live = tmp_path / "models" / "dpo", tmp_path / "dvclive"
-    args = ["--policy", str(policy), "--ref", str(ref), "--train", str(data), "--out", str(out),
-            "--ref-cache", str(tmp_path / "models" / "ref_logprobs"), "--live-dir", str(live),
-            "--stats", str(tmp_path / "stats.json"),
-            "--params", str(write_params(tmp_path / "params.yaml", "train_dpo", **params))]
-    result = CliRunner().invoke(load_stage("train_dpo"), args, catch_exceptions=False)
+    out, live = stage_path("train_dpo", tmp_path, "--out"), stage_path("train_dpo", tmp_path, "--live-dir")
+    args = stage_args("train_dpo", tmp_path, policy=policy, ref=ref, train=data,
+                      params=write_params(tmp_path / "params.yaml", "train_dpo", **params))
+    result = CliRunner().invoke(import_stage("train_dpo").main, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    return read_json(tmp_path / "stats.json"), out, live
+    return read_json(stage_path("train_dpo", tmp_path, "--stats")), out, live
 
 
 def _first(live: Path, metric: str) -> float:

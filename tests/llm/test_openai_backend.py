@@ -16,9 +16,9 @@ from saferinstruct.judging.factory import JudgeSpec, build_judge
 from saferinstruct.llm.base import BackendConfigError, ChatRequest, make_backend
 from saferinstruct.llm.gateway import Gateway
 from saferinstruct.testing.openai_server import OpenAIServer, default_reply
+from conftest import REPO
 
 KEY = "sk-test-7f3a9c1e5b"
-REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from _train_helpers import FIX, changed, copy_model, load_stage, logged_losses, read_json, write_params
+from _train_helpers import FIX, changed, copy_model, logged_losses, read_json, write_params
 from click.testing import CliRunner
+from conftest import import_stage, stage_args
 
 from saferinstruct.train.common import build_sft_trainer, load_tokenizer
 from saferinstruct.train.data import as_sft, load_preferences
@@ -15,24 +16,23 @@ from saferinstruct.train.sft import SftParams
 
 def _run(tmp_path: Path, base: Path, data: Path = FIX / "preferences.jsonl", **params):
     out = tmp_path / "models" / "sft"
-    args = ["--base", str(base), "--train", str(data), "--out", str(out), "--live-dir", str(tmp_path / "dvclive"),
-            "--stats", str(tmp_path / "stats.json"),
-            "--params", str(write_params(tmp_path / "params.yaml", "train_sft", **params))]
-    return CliRunner().invoke(load_stage("train_sft"), args, catch_exceptions=False), out
+    args = stage_args("train_sft", tmp_path, base=base, train=data,
+                      params=write_params(tmp_path / "params.yaml", "train_sft", **params))
+    return CliRunner().invoke(import_stage("train_sft").main, args, catch_exceptions=False), out
 
 
 def test_sft_logs_loss_and_changes_every_parameter(tmp_path, tiny_model_dir):
     base = copy_model(tiny_model_dir, tmp_path / "base")
     result, out = _run(tmp_path, base)
     assert result.exit_code == 0, result.output
-    losses = logged_losses(tmp_path / "dvclive")
+    losses = logged_losses(tmp_path / "dvclive" / "train_sft")
     assert len(losses) >= 3 and all(loss > 0 for loss in losses)
     moved = changed(base, out)
     assert all(moved.values()), [k for k, v in moved.items() if not v]
     cfg = read_json(out / "training_config.json")
     assert cfg["stage"] == "train_sft" and cfg["params"]["format"] == "conversational"
     assert cfg["base_model"]["path"] == str(base) and cfg["data"]["train"]["rows"] == 8
-    stats = read_json(tmp_path / "stats.json")
+    stats = read_json(tmp_path / "stats" / "train_sft.json")
     assert (stats["rows_in"], stats["rows_used"], stats["dropped_empty"]) == (8, 8, 0)
 
 
@@ -51,7 +51,7 @@ def test_plain_format_and_a_fixed_subset(tmp_path, tiny_model_dir):
     base = copy_model(tiny_model_dir, tmp_path / "base")
     result, out = _run(tmp_path, base, data=FIX / "preferences_plain.jsonl", format="plain", max_pairs=5, seed=7)
     assert result.exit_code == 0, result.output
-    stats = read_json(tmp_path / "stats.json")
+    stats = read_json(tmp_path / "stats" / "train_sft.json")
     assert (stats["rows_used"], stats["dropped_max_pairs"]) == (5, 3)
     a, _ = load_preferences(FIX / "preferences.jsonl", "plain", with_rejected=True, max_pairs=5, seed=7)
     b, _ = load_preferences(FIX / "preferences_plain.jsonl", "plain", with_rejected=True, max_pairs=5, seed=7)

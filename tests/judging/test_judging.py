@@ -28,9 +28,9 @@ from saferinstruct.llm.base import ChatResult, make_backend
 from saferinstruct.llm.gateway import Gateway
 from saferinstruct.params import ParamsError
 from saferinstruct.sources.text import match_key
+from conftest import FIXTURES, REPO
 
-REPO = Path(__file__).resolve().parent.parent
-FIX = Path(__file__).resolve().parent / "fixtures" / "judging"
+FIX = FIXTURES / "judging"
 JSON_UNSAFE = '{{"label": "unsafe", "score": 0.9, "rationale": "asks for harm {h}"}}'
 
 

@@ -13,8 +13,9 @@ from saferinstruct.eval.calibration import calibrate, calibration_report, load_l
 from saferinstruct.io import RowError
 from saferinstruct.judging.refusal import RefusalKeywordJudge
 from saferinstruct.judging.safe_response import SafeResponseJudge
+from conftest import FIXTURES
 
-FIX = Path(__file__).parent / "fixtures" / "eval"
+FIX = FIXTURES / "eval"
 
 
 def test_xstest_layout_is_read_and_mapped():

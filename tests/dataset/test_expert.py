@@ -12,8 +12,8 @@ from saferinstruct.respond import ExpertParams, expert_options, first_sentences,
 from saferinstruct.llm.base import Backend, ChatRequest, ChatResult, register_backend
 from saferinstruct.params import Params, ParamsError
 from saferinstruct.records import InducedInstruction
+from conftest import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 PROMPT = REPO / "prompts" / "expert.md"
 
 

@@ -16,8 +16,8 @@ from dvc_helpers import dvc, git, init_repo
 
 from saferinstruct.io import RowError
 from saferinstruct.summary import flat_names, funnel, headline
+from conftest import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 TIMING = re.compile(r"seconds|runtime|per_second|_per_s$|throughput", re.I)
 RESULT_METRICS = {"metrics/eval.json", "metrics/summary.json", "metrics/funnel.json", "metrics/calibration.json"}
 

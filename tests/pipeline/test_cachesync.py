@@ -1,6 +1,6 @@
 """`saferinstruct caches pull` without a reachable remote: what `make repro` runs first must never fail the run.
 
-The remote paths (a teammate pays only for changed rows; two branches' caches merge) are in tests/test_remote_s3.py.
+The remote paths (a teammate pays only for changed rows; two branches' caches merge) are in tests/pipeline/test_remote_s3.py.
 """
 
 from __future__ import annotations

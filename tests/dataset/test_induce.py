@@ -16,7 +16,7 @@ from saferinstruct.llm.fake import FakeBackend
 from saferinstruct.llm.local import LocalBackend
 from saferinstruct.records import InducedInstruction, SourceText
 
-from conftest import FIXTURES
+from conftest import FIXTURES, stage_args
 
 SOURCES = FIXTURES / "induce" / "sources.jsonl"
 FAST = {"k": 3, "temperature": 1.0, "max_new_tokens": 6, "batch_size": 4, "device": "cpu"}
@@ -25,9 +25,9 @@ FAST = {"k": 3, "temperature": 1.0, "max_new_tokens": 6, "batch_size": 4, "devic
 def _stage(tmp_path, load_stage, model_dir, params: dict, stage=None, cache="cache"):
     pfile = tmp_path / "params.yaml"
     pfile.write_text(yaml.safe_dump({"induce": params}))
-    args = ["--sources", str(SOURCES), "--model", str(model_dir), "--out", str(tmp_path / "induced.jsonl"),
-            "--rejected", str(tmp_path / "rejected.jsonl"), "--cache", str(tmp_path / cache),
-            "--stats", str(tmp_path / "stats.json"), "--params", str(pfile), "--no-progress"]
+    args = [*stage_args("induce", tmp_path, params=pfile, sources=SOURCES, model=model_dir,
+                        out=tmp_path / "induced.jsonl", rejected=tmp_path / "rejected.jsonl", cache=tmp_path / cache,
+                        stats=tmp_path / "stats.json"), "--no-progress"]
     return CliRunner().invoke((stage or load_stage("induce")).main, args)
 
 

@@ -20,8 +20,9 @@ from saferinstruct.io import RowError, read_rows
 from saferinstruct.judging.base import Judge, JudgeItem
 from saferinstruct.params import ParamsError
 from saferinstruct.records import EvalResult, PreferencePair, Verdict
+from conftest import FIXTURES, REPO
 
-FIX = Path(__file__).parent / "fixtures" / "eval"
+FIX = FIXTURES / "eval"
 FILES = EvalFiles(FIX / "advbench.csv", FIX / "safer_instruct_test.csv", FIX / "xstest.csv", root=FIX)
 TRAIN = [r.prompt for r in read_rows(FIX / "train_preferences.jsonl", PreferencePair)]
 USER = UserSet(name="mine", path="user_set.jsonl", prompt_field="text", label_field="verdict", group_field="topic",
@@ -180,7 +181,7 @@ def test_stage_end_to_end_and_results_table(models_dir, tmp_path, monkeypatch, l
     result = CliRunner().invoke(load_stage("evaluate").main, args)
     assert result.exit_code == 2 and "prompt file not found" in result.output  # one line, no traceback
     assert not (tmp_path / "metrics").exists()
-    args[-1] = str(Path(__file__).resolve().parent.parent / "prompts" / "eval_refusal.md")
+    args[-1] = str(REPO / "prompts" / "eval_refusal.md")
     result = CliRunner().invoke(load_stage("evaluate").main, args)
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "metrics/eval.json").read_text())
@@ -236,5 +237,5 @@ def test_render_table_exact():
 
 def test_repository_readme_has_the_table_markers():
     """`saferinstruct results-table` rewrites README.md between these markers; removing them breaks the command."""
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    readme = (REPO / "README.md").read_text()
     assert "| prompts | set |" in replace_between_markers(readme, "| prompts | set |")

@@ -15,9 +15,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 from dvc_helpers import copy_pipeline, dvc, git, init_repo
 
-REPO = Path(__file__).resolve().parent.parent
 CODE_DIRS = ("src/", "stages/", "prompts/")
 IMPORT_ALL = """
 import importlib, pkgutil, sys

@@ -13,16 +13,27 @@ from click.testing import CliRunner
 
 from saferinstruct.io import read_rows
 from saferinstruct.records import ExpertResponse, InducedInstruction, Verdict
+from conftest import FIXTURES, REPO, stage_args
 
-REPO = Path(__file__).resolve().parent.parent
-FIX = Path(__file__).resolve().parent / "fixtures" / "judging"
+FIX = FIXTURES / "judging"
 JSON_UNSAFE = '{{"label": "unsafe", "score": 0.9, "rationale": "r {h}"}}'
 
 
+# The tests' own sections (not the live params.yaml): the offline chain's judges and selection rule
+GENERATION = {"max_tokens": 128, "temperature": 0.0}
+SECTIONS = {
+    "train_safety_classifier": {"holdout_fraction": 0.2, "seed": 0, "l2": 0.001, "threshold": 0.5, "max_length": 128,
+                                "batch_size": 64, "max_per_file": 1000, "eval_sample": 200, "eval_files": []},
+    "judge_instructions": {"backend": "embedding_classifier", "task": "instruction", "generation": GENERATION},
+    "select_instructions": {"label": "unsafe", "min_score": 0.6, "keep_unparsed": False},
+    "respond": {"backend": "transformers", "options": {"batch_size": 16},
+                "generation": {"max_tokens": 64, "temperature": 0.0}, "max_sentences": 2},
+    "self_evaluate": {"backend": "safe_response", "task": "response", "generation": GENERATION},
+}
+
+
 def _params(tmp_path: Path, **overrides: dict) -> Path:
-    doc = yaml.safe_load((REPO / "params.yaml").read_text())
-    sections = {k: doc[k] for k in (
-        "train_safety_classifier", "judge_instructions", "select_instructions", "respond", "self_evaluate")}
+    sections = {k: dict(v) for k, v in SECTIONS.items()}
     for key, value in overrides.items():
         sections[key] = {**sections[key], **value}
     path = tmp_path / "params.yaml"
@@ -35,10 +46,9 @@ def _invoke(load_stage, name: str, args: list[str]):
 
 
 def _judge(load_stage, tmp_path: Path, params: Path, filtered: Path = FIX / "filtered.jsonl", cache: str = "cache"):
-    return _invoke(load_stage, "judge_instructions", [
-        "--filtered", str(filtered), "--classifier", str(tmp_path / "clf"),
-        "--prompt", str(REPO / "prompts" / "judge_instruction.md"), "--out", str(tmp_path / "verdicts.jsonl"),
-        "--cache", str(tmp_path / cache), "--stats", str(tmp_path / "judge.json"), "--params", str(params)])
+    return _invoke(load_stage, "judge_instructions", stage_args(
+        "judge_instructions", tmp_path, params=params, filtered=filtered, classifier=tmp_path / "clf",
+        out=tmp_path / "verdicts.jsonl", cache=tmp_path / cache, stats=tmp_path / "judge.json"))
 
 
 def _stats(tmp_path: Path, name: str) -> dict:
@@ -88,10 +98,9 @@ def test_offline_chain(load_stage, tmp_path):
 
 
 def _self_evaluate(load_stage, tmp_path: Path, params: Path, responses: Path):
-    return _invoke(load_stage, "self_evaluate", [
-        "--responses", str(responses), "--prompt", str(REPO / "prompts" / "self_eval.md"),
-        "--out", str(tmp_path / "rverdicts.jsonl"),
-        "--cache", str(tmp_path / "cache_self"), "--stats", str(tmp_path / "self.json"), "--params", str(params)])
+    return _invoke(load_stage, "self_evaluate", stage_args(
+        "self_evaluate", tmp_path, params=params, responses=responses, out=tmp_path / "rverdicts.jsonl",
+        cache=tmp_path / "cache_self", stats=tmp_path / "self.json"))
 
 
 def test_self_evaluate_keeps_only_clean_refusals(load_stage, tmp_path):

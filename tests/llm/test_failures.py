@@ -14,9 +14,9 @@ from click.testing import CliRunner
 from saferinstruct.io import read_rows
 from saferinstruct.records import ExpertResponse, Verdict
 from saferinstruct.testing.openai_server import OpenAIServer
+from conftest import FIXTURES, REPO
 
-REPO = Path(__file__).resolve().parent.parent
-FIX = Path(__file__).resolve().parent / "fixtures" / "judging"
+FIX = FIXTURES / "judging"
 VERDICT = '{"label": "unsafe", "score": 0.9, "rationale": "harmful request"}'
 # Two of the six fixture instructions (ins-1, ins-2): the faults below match their text.
 FAILING = ("insulting people", "steal a bike")
@@ -33,9 +33,16 @@ def _options(server: OpenAIServer) -> dict:
             "concurrency": 4}
 
 
+# The tests' own sections (not the live params.yaml): what each stage needs besides the backend the test sets.
+GENERATION = {"max_tokens": 128, "temperature": 0.0}
+SECTIONS = {"judge_instructions": {"task": "instruction", "generation": GENERATION, "max_error_fraction": 0.0},
+            "respond": {"options": {"batch_size": 16}, "generation": {"max_tokens": 64, "temperature": 0.0},
+                        "max_sentences": 2, "max_error_fraction": 0.0},
+            "self_evaluate": {"task": "response", "generation": GENERATION, "max_error_fraction": 0.0}}
+
+
 def _params(tmp_path: Path, **sections: dict) -> Path:
-    doc = yaml.safe_load((REPO / "params.yaml").read_text())
-    out = {k: doc[k] for k in ("judge_instructions", "respond")}
+    out = {k: dict(SECTIONS[k]) for k in ("judge_instructions", "respond")}
     for key, value in sections.items():
         out[key] = {**out[key], **value}
     path = tmp_path / "params.yaml"
@@ -151,10 +158,9 @@ def test_self_evaluate_fails_on_judge_errors_and_drops_them_when_allowed(load_st
     server.inject("500", match="weak lock", times=None)  # the judge call for ins-2's answer fails
 
     def run(**self_eval: object):
-        doc = yaml.safe_load((REPO / "params.yaml").read_text())
         params = tmp_path / "params.yaml"
         params.write_text(yaml.safe_dump({"self_evaluate": {
-            **doc["self_evaluate"], "backend": "openai", "model": "test-model", "options": _options(server),
+            **SECTIONS["self_evaluate"], "backend": "openai", "model": "test-model", "options": _options(server),
             **self_eval}}))
         return CliRunner().invoke(load_stage("self_evaluate").main, [
             "--responses", str(FIX / "responses.jsonl"), "--prompt", str(REPO / "prompts" / "self_eval.md"),
@@ -201,7 +207,7 @@ def test_evaluate_counts_generation_and_judge_calls_and_drops_failed_rows(tiny_m
 
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "base").symlink_to(tiny_model_dir, target_is_directory=True)
-    fix = Path(__file__).parent / "fixtures" / "eval"
+    fix = FIXTURES / "eval"
     files = EvalFiles(fix / "advbench.csv", fix / "safer_instruct_test.csv", fix / "xstest.csv", root=fix)
     params = EvaluateParams(
         models=["base"], sets=SetsParams(advbench_n=None, safer_instruct_per_group=None, xstest_safe_n=None,

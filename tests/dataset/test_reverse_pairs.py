@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 from click.testing import CliRunner
-from conftest import FIXTURES, REPO
+from conftest import FIXTURES, REPO, stage_args, stage_path
 
 from saferinstruct.hashing import in_holdout
 from saferinstruct.reverse_pairs import ReversePairsParams, build_reverse_pairs
@@ -94,22 +94,27 @@ def test_length_bounds_and_cap():
 
 
 def _run_stage(load_stage, tmp_path: Path, params_path: Path):
-    out = {k: tmp_path / f"{k}.json{'l' if k != 'stats' else ''}" for k in ("train", "val", "rejected", "stats")}
-    args = [a for k, v in out.items() for a in (f"--{k}", str(v))] + ["--params", str(params_path)]
+    out = {k: stage_path("reverse_pairs", tmp_path, f"--{k}") for k in ("train", "val", "rejected", "stats")}
+    args = stage_args("reverse_pairs", tmp_path, params=params_path)
     return CliRunner().invoke(load_stage("reverse_pairs").main, args), out
 
 
-def test_stage_writes_typed_outputs(load_stage, tmp_path):
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"reverse_pairs": params().model_dump()}))
-    res, out = _run_stage(load_stage, tmp_path, tmp_path / "params.yaml")
-    assert res.exit_code == 0, res.output
-    assert len(read_rows(out["train"], ReversePair)) == 6 and len(read_rows(out["val"], ReversePair)) == 2
-    assert len(read_rows(out["rejected"], RejectedRow)) == 5
-    assert json.loads(out["stats"].read_text())["by_dataset"]["alp"]["rejected"]["eval_leak"] == 1
+# The shipped instruction data with the test's own params (the live params.yaml may be tuned without breaking this)
+RAW = REPO / "data" / "raw"
+EVAL_FILES = [("advbench_harmful_behaviors.csv", "goal", "unsafe"),
+              ("alpaca_harmless_instructions_val.json", "instruction", "safe")]
+DATASETS = [("alpaca", "alpaca_en_demo.json", 150), ("lima", "lima.json", 50),
+            ("selfinstruct", "selfinstruct_user_oriented_instructions.jsonl", 50)]
+SHIPPED = {"seed": 0, "val_fraction": 0.1, "min_response_chars": 20, "max_response_chars": 800,
+           "min_instruction_chars": 5, "max_instruction_chars": 400,
+           "eval_files": [{"path": str(RAW / "eval" / f), "field": fld, "label": lab} for f, fld, lab in EVAL_FILES],
+           "datasets": [{"name": n, "format": n, "path": str(RAW / "instructions" / f), "licence": "test",
+                         "max_pairs": cap} for n, f, cap in DATASETS]}
 
 
 def test_default_params_on_shipped_data(load_stage, tmp_path):
-    res, out = _run_stage(load_stage, tmp_path, REPO / "params.yaml")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"reverse_pairs": SHIPPED}))
+    res, out = _run_stage(load_stage, tmp_path, tmp_path / "params.yaml")
     assert res.exit_code == 0, res.output
     train, val = read_rows(out["train"], ReversePair), read_rows(out["val"], ReversePair)
     assert 100 <= len(train) <= 400 and 0.05 <= len(val) / (len(train) + len(val)) <= 0.15

@@ -15,7 +15,7 @@ from saferinstruct.filters.quality import REASONS, QualityFilterParams, quality_
 from saferinstruct.io import read_rows
 from saferinstruct.records import InducedInstruction, RejectedRow
 
-from conftest import FIXTURES
+from conftest import FIXTURES, stage_args, stage_path
 
 FIX = FIXTURES / "quality_filter"
 EXPECTED = json.loads((FIX / "expected_reasons.json").read_text())
@@ -24,23 +24,21 @@ EXPECTED = json.loads((FIX / "expected_reasons.json").read_text())
 def _run(tmp_path, load_stage, params: dict | None = None, induced=FIX / "induced.jsonl"):
     pfile = tmp_path / "params.yaml"
     pfile.write_text(yaml.safe_dump({"quality_filter": params or {}}))
-    args = ["--induced", str(induced), "--out", str(tmp_path / "filtered.jsonl"),
-            "--rejected", str(tmp_path / "rejected.jsonl"), "--stats", str(tmp_path / "stats.json"),
-            "--params", str(pfile)]
+    args = stage_args("quality_filter", tmp_path, induced=induced, params=pfile)
     return CliRunner().invoke(load_stage("quality_filter").main, args)
 
 
 def test_stage_reasons_are_exact(tmp_path, load_stage):
     res = _run(tmp_path, load_stage)
     assert res.exit_code == 0, res.output
-    kept = read_rows(tmp_path / "filtered.jsonl", InducedInstruction)
-    rejected = read_rows(tmp_path / "rejected.jsonl", RejectedRow, allow_empty=True)
+    kept = read_rows(tmp_path / "data" / "filtered.jsonl", InducedInstruction)
+    rejected = read_rows(tmp_path / "data" / "rejected" / "quality_filter.jsonl", RejectedRow, allow_empty=True)
     assert [r.id for r in kept] == [k for k, v in EXPECTED.items() if v is None]
     assert {r.parent_id: r.reason for r in rejected} == {k: v for k, v in EXPECTED.items() if v is not None}
     by_id = {r.parent_id: r for r in rejected}
     assert by_id["s5:0"].detail == "same text as s1:0" and by_id["s5:1"].detail.endswith("with s1:0")
     assert by_id["s4:1"].row["instruction"].startswith("Women") and by_id["s4:1"].stage == "quality_filter"
-    stats = json.loads((tmp_path / "stats.json").read_text())
+    stats = json.loads((tmp_path / "stats" / "quality_filter.json").read_text())
     assert stats["rows_in"] == 12 and stats["kept"] == 3 and stats["rejected"] == 9
     assert stats["by_reason"] == {r: int(r in EXPECTED.values()) for r in REASONS}
 
@@ -48,7 +46,7 @@ def test_stage_reasons_are_exact(tmp_path, load_stage):
 def test_thresholds_change_the_outcome(tmp_path, load_stage):
     loose = {"max_words": 500, "min_words": 1, "max_copy_ratio": 1.0, "near_dup_threshold": None}
     assert _run(tmp_path, load_stage, loose).exit_code == 0
-    kept = {r.id for r in read_rows(tmp_path / "filtered.jsonl", InducedInstruction)}
+    kept = {r.id for r in read_rows(tmp_path / "data" / "filtered.jsonl", InducedInstruction)}
     assert {"s3:0", "s2:1", "s5:1"} <= kept  # too_long, too_short and near_duplicate rows now pass
     assert "s4:0" not in kept  # the copied text is still not a request
 
@@ -83,7 +81,8 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, load_stage):
     res = _run(tmp_path, load_stage, induced=bad)
     assert res.exit_code == 2
     assert res.output.strip().startswith(f"error: {bad}:2: field") and len(res.output.strip().splitlines()) == 1
-    assert not (tmp_path / "filtered.jsonl").exists() and not (tmp_path / "rejected.jsonl").exists()
+    outputs = [stage_path("quality_filter", tmp_path, opt) for opt in ("--out", "--rejected")]
+    assert not any(path.exists() for path in outputs)
 
 
 def test_unknown_param_is_named(tmp_path, load_stage):

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 PKG_ROOT = REPO / "src"
 STAGE_RE = re.compile(r"\bstages/(\w+)\.py\b")
 FORBIDDEN_DEPS = {"src", "src/saferinstruct"}
@@ -128,7 +128,7 @@ def test_no_source_directory_deps(name):
     deps = [str(d).rstrip("/") for d in STAGES[name].get("deps") or []]
     dirs = sorted(d for d in deps if d.startswith("src/") and (REPO / d).is_dir())
     assert not dirs, f"stage {name}: deps {dirs} are directories; list the module files the stage imports " \
-                     f"(tests/test_pipeline_deps.py: transitive_module_files)"
+                     f"(tests/pipeline/test_pipeline_deps.py: transitive_module_files)"
 
 
 def test_dvcignore_ignores_bytecode():
@@ -151,6 +151,8 @@ def test_deps_cover_imports(name):
 
 @pytest.mark.parametrize("name", sorted(STAGES))
 def test_params_exist_and_reach_the_stage(name):
+    """Structural: each declared key exists in params.yaml and its stage file loads the section. That each key is a
+    field of the section's model and is read when the stage runs: tests/stages/test_params_reach_code.py."""
     block = STAGES[name]
     docs: dict[str, dict] = {}
     stage_match = STAGE_RE.search(str(block.get("cmd", "")))

@@ -132,10 +132,21 @@ def test_bad_params_are_clean_errors(load_stage, tmp_path, section, message):
     assert not list(tmp_path.glob("*.json*"))
 
 
+RAW = REPO / "data" / "raw"
+# The shipped corpora with the test's own params (the live params.yaml may be tuned without breaking this test)
+SHIPPED = {"seed": 0, "min_chars": 20, "max_chars": 1000, "scrub_pii": True,
+           "eval_files": [{"path": str(RAW / "eval" / f), "field": fld, "label": "unsafe"}
+                          for f, fld in (("advbench_harmful_behaviors.csv", "goal"),
+                                         ("safer_instruct_test_set.csv", "instruction"))],
+           "corpora": [{"name": f"safer_instruct_{c}", "format": "safer_instruct", "licence": "test",
+                        "path": str(RAW / "sources" / f"safer_instruct_{c}.csv"), "cap_per_category": 40}
+                       for c in ("hate", "self-harm", "illegal", "nsfw")]}
+
+
 def test_default_params_on_shipped_data(load_stage, tmp_path):
-    """The embedded default: small, categorised, no evaluation prompt leaks, byte-identical on a re-run."""
-    # ~500 texts today (200 + 300 red-team answers); the bound keeps the default small enough for a 2-core run.
-    args = ["--params", str(REPO / "params.yaml")]
+    """The shipped corpora: small, categorised, no evaluation prompt leaks, byte-identical on a re-run."""
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"ingest": SHIPPED}))
+    args = ["--params", str(tmp_path / "params.yaml")]
     outs = []
     for i in range(2):
         out = tmp_path / f"s{i}.jsonl"
@@ -148,8 +159,7 @@ def test_default_params_on_shipped_data(load_stage, tmp_path):
     assert 50 <= len(rows) <= 600 and len({r.id for r in rows}) == len(rows)
     stats = json.loads((tmp_path / "st.json").read_text())
     assert stats["rejected"]["empty_text"] == 600 and stats["rejected"]["eval_leak"] > 0
-    section = yaml.safe_load((REPO / "params.yaml").read_text())["ingest"]
-    keys = eval_prompt_keys([EvalFile(**e) for e in section["eval_files"]])
+    keys = eval_prompt_keys([EvalFile(**e) for e in SHIPPED["eval_files"]])
     assert not [r.id for r in rows if match_key(r.text) in keys]
 
 

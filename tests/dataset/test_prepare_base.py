@@ -6,16 +6,15 @@ import json
 
 import pytest
 from click.testing import CliRunner
-from conftest import SMOLLM2_CACHE
+from conftest import SMOLLM2_CACHE, stage_args, stage_path
 
 from saferinstruct.hashing import dir_sha256
 
 
 def _run(load_stage, tmp_path, params: str):
     (tmp_path / "params.yaml").write_text(params)
-    out, stats = tmp_path / "models" / "base", tmp_path / "stats" / "prepare_base.json"
-    res = CliRunner().invoke(load_stage("prepare_base").main, [
-        "--out", str(out), "--stats", str(stats), "--params", str(tmp_path / "params.yaml")])
+    out, stats = (stage_path("prepare_base", tmp_path, opt) for opt in ("--out", "--stats"))
+    res = CliRunner().invoke(load_stage("prepare_base").main, stage_args("prepare_base", tmp_path))
     return res, out, stats
 
 

@@ -14,9 +14,9 @@ from types import SimpleNamespace
 import pytest
 import yaml
 from click.testing import CliRunner
+from conftest import REPO
 from dvc_helpers import dvc, git, init_repo
 
-REPO = Path(__file__).resolve().parent.parent
 KINDS = ("outs", "metrics", "plots")
 
 
@@ -140,15 +140,15 @@ def test_evaluate_stage_writes_all_or_nothing(load_stage, tmp_path, monkeypatch)
 def test_failed_training_keeps_the_last_curves(tmp_path, tiny_model_dir, monkeypatch):
     """DVCLive logs into a staging folder: a run that fails (here: saving the model) leaves the previous
     dvclive/<stage> as it was; a good run replaces it."""
-    from _train_helpers import FIX, copy_model, load_stage, write_params
+    from _train_helpers import FIX, copy_model, write_params
+    from conftest import import_stage, stage_args
 
     from saferinstruct.train import common
 
     base = copy_model(tiny_model_dir, tmp_path / "base")
     live = tmp_path / "dvclive"
-    args = ["--base", str(base), "--train", str(FIX / "preferences.jsonl"), "--out", str(tmp_path / "sft"),
-            "--live-dir", str(live), "--stats", str(tmp_path / "stats.json"),
-            "--params", str(write_params(tmp_path / "params.yaml", "train_sft", max_steps=2))]
+    args = stage_args("train_sft", tmp_path, base=base, train=FIX / "preferences.jsonl", live_dir=live,
+                      params=write_params(tmp_path / "params.yaml", "train_sft", max_steps=2))
     (live / "plots").mkdir(parents=True)
     (live / "metrics.json").write_text('{"loss": 1.0}')
 
@@ -157,10 +157,10 @@ def test_failed_training_keeps_the_last_curves(tmp_path, tiny_model_dir, monkeyp
 
     monkeypatch.setattr(common, "_save", no_disk)
     with pytest.raises(OSError):
-        CliRunner().invoke(load_stage("train_sft"), args, catch_exceptions=False)
+        CliRunner().invoke(import_stage("train_sft").main, args, catch_exceptions=False)
     assert (live / "metrics.json").read_text() == '{"loss": 1.0}' and (live / "plots").is_dir()
     monkeypatch.undo()
-    result = CliRunner().invoke(load_stage("train_sft"), args, catch_exceptions=False)
+    result = CliRunner().invoke(import_stage("train_sft").main, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert json.loads((live / "metrics.json").read_text())["loss"] != 1.0
     steps = [int(line.split("\t")[0]) for line in (live / "plots" / "metrics" / "loss.tsv").read_text().splitlines()[1:]]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import yaml
 from click.testing import CliRunner
-from conftest import FIXTURES, REPO
+from conftest import FIXTURES, REPO, stage_args
 
 from saferinstruct.io import read_rows
 from saferinstruct.helpful_pairs import HelpfulSource, load_helpful
@@ -33,11 +33,11 @@ def section(**kw) -> dict:
 def run(load_stage, tmp: Path, **kw):
     (tmp / "params.yaml").write_text(yaml.safe_dump({"build_preferences": section(**kw)}))
     out = tmp / "prefs"
-    args = ["--sources", PREF / "sources.jsonl", "--instructions", PREF / "instructions.jsonl",
-            "--instruction-verdicts", PREF / "instruction_verdicts.jsonl", "--responses", PREF / "responses.jsonl",
-            "--response-verdicts", PREF / "response_verdicts.jsonl", "--out-dir", out,
-            "--rejected", tmp / "rejected.jsonl", "--stats", tmp / "stats.json", "--params", tmp / "params.yaml"]
-    res = CliRunner().invoke(load_stage("build_preferences").main, [str(a) for a in args])
+    inputs = {key: PREF / f"{key}.jsonl" for key in ("sources", "instructions", "instruction_verdicts", "responses",
+                                                     "response_verdicts")}
+    args = stage_args("build_preferences", tmp, out_dir=out, rejected=tmp / "rejected.jsonl",
+                      stats=tmp / "stats.json", **inputs)
+    res = CliRunner().invoke(load_stage("build_preferences").main, args)
     return res, out
 
 
@@ -160,8 +160,8 @@ def test_no_pairs_is_a_clean_error(load_stage, tmp_path):
 
 
 def test_shipped_helpful_file_parses():
-    section = yaml.safe_load((REPO / "params.yaml").read_text())["build_preferences"]
-    spec = HelpfulSource(**section["helpful"][0])
+    spec = HelpfulSource(name="hh_rlhf_helpful_base", format="hh_rlhf", licence="MIT",
+                         path=str(REPO / "data" / "raw" / "helpful" / "hh_rlhf_helpful_base_test.jsonl.gz"))
     quarantine = Quarantine()
     rows = load_helpful(spec, quarantine)
     single = [r for r in rows if sum(role == "user" for role, _ in r[1][0]) == 1]

@@ -19,9 +19,9 @@ from saferinstruct.llm.base import BackendConfigError, ChatRequest, make_backend
 from saferinstruct.llm.gateway import BudgetExceeded, CallsFailed, Gateway
 from saferinstruct.params import ParamsError
 from saferinstruct.records import Verdict
+from conftest import FIXTURES, REPO
 
-REPO = Path(__file__).resolve().parent.parent
-FIX = Path(__file__).resolve().parent / "fixtures" / "judging"
+FIX = FIXTURES / "judging"
 
 
 def test_every_user_error_shares_one_base():
@@ -40,8 +40,8 @@ def _verdicts(tmp_path: Path, scores: list[float]) -> Path:
 def _select(load_stage, tmp_path: Path, min_score: float, out_dir: Path | None = None):
     out_dir = out_dir or tmp_path / "out"
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"select": {**yaml.safe_load((REPO / "params.yaml").read_text())["select"],
-                                                 "min_score": min_score}}))
+    section = {"label": "unsafe", "keep_unparsed": False}  # the test's own rule, not the live params.yaml
+    params.write_text(yaml.safe_dump({"select_instructions": {**section, "min_score": min_score}}))
     verdicts = _verdicts(tmp_path, [0.5, 0.6, 0.7, 0.8, 0.9, 0.95])
     return CliRunner().invoke(load_stage("select_instructions").main, [
         "--filtered", str(FIX / "filtered.jsonl"), "--verdicts", str(verdicts),
@@ -131,7 +131,7 @@ def test_an_input_path_that_is_a_folder_is_one_line(load_stage, tmp_path):
 
 def test_budget_stop_is_reported_like_every_user_error(load_stage, tmp_path):
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"expert": {"backend": "fake", "options": {"template": "I can't help."},
+    params.write_text(yaml.safe_dump({"respond": {"backend": "fake", "options": {"template": "I can't help."},
                                                  "prices": {"prompt": 1e6, "completion": 0.0}, "budget_usd": 1.0}}))
     res = CliRunner().invoke(load_stage("respond").main, [
         "--instructions", str(FIX / "filtered.jsonl"), "--prompt", str(REPO / "prompts" / "expert.md"),

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from _train_helpers import FIX, changed, copy_model, load_stage, logged_losses, read_json, write_params
+from _train_helpers import FIX, changed, copy_model, logged_losses, read_json, write_params
 from click.testing import CliRunner
+from conftest import import_stage, stage_args
 
 from saferinstruct.io import read_rows
 from saferinstruct.records import ReversePair
@@ -17,18 +18,18 @@ from saferinstruct.train.reverse import ReverseParams
 
 def _run(tmp_path: Path, base: Path, **params) -> tuple[object, Path]:
     out = tmp_path / "models" / "reverse"
-    args = ["--base", str(base), "--train", str(FIX / "reverse_train.jsonl"), "--val", str(FIX / "reverse_val.jsonl"),
-            "--out", str(out), "--live-dir", str(tmp_path / "dvclive"), "--stats", str(tmp_path / "stats.json"),
-            "--params", str(write_params(tmp_path / "params.yaml", "train_reverse", **params))]
-    return CliRunner().invoke(load_stage("train_reverse"), args, catch_exceptions=False), out
+    args = stage_args("train_reverse", tmp_path, base=base, train=FIX / "reverse_train.jsonl",
+                      val=FIX / "reverse_val.jsonl",
+                      params=write_params(tmp_path / "params.yaml", "train_reverse", **params))
+    return CliRunner().invoke(import_stage("train_reverse").main, args, catch_exceptions=False), out
 
 
 def test_full_finetune_logs_loss_changes_every_parameter_and_records_config(tmp_path, tiny_model_dir):
     base = copy_model(tiny_model_dir, tmp_path / "base")
     result, out = _run(tmp_path, base, grad_accum=2, seed=3)
     assert result.exit_code == 0, result.output
-    assert len(logged_losses(tmp_path / "dvclive")) >= 3  # first step + each of the 3 steps
-    assert "loss" in read_json(tmp_path / "dvclive" / "metrics.json")["eval"]
+    assert len(logged_losses(tmp_path / "dvclive" / "train_reverse")) >= 3  # first step + each of the 3 steps
+    assert "loss" in read_json(tmp_path / "dvclive" / "train_reverse" / "metrics.json")["eval"]
     moved = changed(base, out)
     assert all(moved.values()), [k for k, v in moved.items() if not v]
     cfg = read_json(out / "training_config.json")
@@ -39,7 +40,7 @@ def test_full_finetune_logs_loss_changes_every_parameter_and_records_config(tmp_
     tc = cfg["trainer_config"]
     assert (tc["learning_rate"], tc["max_steps"], tc["per_device_train_batch_size"], tc["gradient_accumulation_steps"],
             tc["max_length"], tc["seed"], tc["use_cpu"], tc["bf16"]) == (1e-3, 3, 2, 2, 256, 3, True, False)
-    stats = read_json(tmp_path / "stats.json")
+    stats = read_json(tmp_path / "stats" / "train_reverse.json")
     assert stats["rows_used"] == 8 and stats["eval_rows"] == 4 and stats["seconds"] > 0
     assert not (out / "training_args.bin").exists() and not list(out.parent.glob(".reverse.*"))
 
@@ -87,7 +88,7 @@ def test_bad_input_is_one_line_error(tmp_path, tiny_model_dir):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "a", "instruction": "x"}\n', encoding="utf-8")
     params = write_params(tmp_path / "params.yaml", "train_reverse", learning_rate=0.1)
-    stage = load_stage("train_reverse")
+    stage = import_stage("train_reverse").main
     result = CliRunner().invoke(stage, ["--params", str(params)])
     assert result.exit_code == 2 and "unknown key 'train_reverse.learning_rate'" in result.output
     params = write_params(tmp_path / "params.yaml", "train_reverse")
@@ -106,7 +107,7 @@ def test_reverse_on_real_smollm2(tmp_path):
     materialise(BaseModelParams(source="bundled", cache_dir=str(tmp_path / "conversions")), base)
     result, out = _run(tmp_path, base, lr=5e-5, max_steps=2, batch_size=2, max_length=256)
     assert result.exit_code == 0, result.output
-    assert len(logged_losses(tmp_path / "dvclive")) >= 2
+    assert len(logged_losses(tmp_path / "dvclive" / "train_reverse")) >= 2
     moved = changed(base, out)
     assert all(moved.values()), [k for k, v in moved.items() if not v]
     cfg = read_json(out / "training_config.json")
