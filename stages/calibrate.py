@@ -20,6 +20,7 @@ from saferinstruct.judging import refusal  # noqa: F401 - registers the offline 
 from saferinstruct.judging.backend_options import secrets_for
 from saferinstruct.judging.base import Judge
 from saferinstruct.judging.factory import JudgeSpec, JudgeStageSpec, build_judge
+from saferinstruct.llm.cache import create_cache_dir
 from saferinstruct.params import load_section
 from saferinstruct.stageutil import Timer, clean_errors, write_stats
 
@@ -59,7 +60,7 @@ def main(labelled_paths: tuple[str, ...], xstest: str, advbench: str, alpaca_val
     params = load_section("calibrate", CalibrateParams, params_path)
     instruction_spec = load_section("judge_instructions", JudgeStageSpec, params_path)
     prompts = load_labelled_prompts(xstest, advbench, alpaca_val, params.prompts_per_source, params.seed)
-    Path(cache_dir).mkdir(parents=True, exist_ok=True)  # a DVC output even when offline judges make no call
+    create_cache_dir(cache_dir)  # a DVC output even when offline judges make no call (tagged, so never empty)
     refusal_judge = _refusal_judge(load_section(f"{EVALUATE}.judge", JudgeSpec, params_path), judge_prompt, cache_dir)
     instruction_judge = build_judge(instruction_spec, instruction_prompt, Path(cache_dir) / "instruction",
                                     secrets_for(instruction_spec.options, os.environ), classifier_dir,
