@@ -49,7 +49,11 @@ def test_summarize_writes_funnel_and_tradeoff_plot_data(load_stage, tmp_path):
     assert stages.index("ingest") < stages.index("quality_filter") < stages.index("select_instructions")
     assert not [s for s in stages if s.startswith("train_") or s == "evaluate"]
     qf = {r["reason"]: r["rows"] for r in funnel if r["stage"] == "quality_filter"}
-    assert qf == {"kept": 385, "copied_source": 59, "repeated_ngrams": 29, "not_a_request": 27}
+    # the committed stats change with every default run: derive the expectation from the file, not from a past run
+    stats = json.loads((REPO / "stats" / "quality_filter.json").read_text())
+    top = sorted(((n, r) for r, n in stats["by_reason"].items() if n), reverse=True)[:4]
+    assert qf["kept"] == stats["kept"] and sum(qf.values()) == stats["rows_in"]
+    assert all(qf[r] == n for n, r in top[:3])  # the largest reasons are drawn by name
     tradeoff = {r["model"]: r for r in json.loads(out["tradeoff_plot"].read_text())}
     assert set(tradeoff) == {"base", "sft", "dpo"}
     assert (tradeoff["dpo"]["harmful_low"], tradeoff["dpo"]["harmful_high"]) == (0.4, 0.7)
