@@ -67,9 +67,10 @@ def test_stage_writes_both_files_deterministically(load_stage, tmp_path):
     args += ["--eval-metrics", str(REPO / "metrics/eval.json")]
     outputs = []
     for run in ("a", "b"):
-        out = [tmp_path / run / "summary.json", tmp_path / run / "funnel.json"]
-        result = CliRunner().invoke(load_stage("summarize").main, [*args, "--summary", str(out[0]), "--funnel",
-                                                                   str(out[1])])
+        out = [tmp_path / run / name for name in ("summary.json", "funnel.json", "funnel_plot.json", "tradeoff.json")]
+        result = CliRunner().invoke(load_stage("summarize").main, [  # every output in tmp: never the repo's files
+            *args, "--summary", str(out[0]), "--funnel", str(out[1]), "--funnel-plot", str(out[2]),
+            "--tradeoff-plot", str(out[3])])
         assert result.exit_code == 0, result.output
         outputs.append([p.read_bytes() for p in out])
     assert outputs[0] == outputs[1]
