@@ -42,12 +42,12 @@ def _is_number(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
-def _leaves(data: Any, prefix: str = "") -> dict[str, float]:
+def numeric_leaves(data: Any, prefix: str = "") -> dict[str, float]:
     """Numeric leaves of nested dicts as dotted keys."""
     if isinstance(data, dict):
         out: dict[str, float] = {}
         for k, v in data.items():
-            out.update(_leaves(v, f"{prefix}.{k}" if prefix else str(k)))
+            out.update(numeric_leaves(v, f"{prefix}.{k}" if prefix else str(k)))
         return out
     return {prefix: data} if _is_number(data) else {}
 
@@ -68,7 +68,7 @@ def _count(stats: dict, key: str | tuple) -> float | None:
     value = _at(stats, key)
     if _is_number(value):
         return value
-    numbers = _leaves(value).values() if isinstance(value, dict) else ()
+    numbers = numeric_leaves(value).values() if isinstance(value, dict) else ()
     return sum(numbers) if numbers else None
 
 
@@ -80,7 +80,7 @@ def _reasons(stats: dict) -> dict[str, float]:
     found: dict[str, float] = {}
     for key in REASON_KEYS:
         if isinstance(stats.get(key), dict):
-            found.update(_leaves(stats[key]))
+            found.update(numeric_leaves(stats[key]))
     for key, value in stats.items():
         if key.startswith(DROP_PREFIX) and _is_number(value):
             found[key[len(DROP_PREFIX):]] = value
@@ -89,7 +89,7 @@ def _reasons(stats: dict) -> dict[str, float]:
 
 def _total(stats: dict, name: str) -> float | None:
     """Sum of every ``name`` leaf at any depth (``calls`` at the top, under ``gateway``, per model)."""
-    values = [v for k, v in _leaves(stats).items() if k.rsplit(".", 1)[-1] == name]
+    values = [v for k, v in numeric_leaves(stats).items() if k.rsplit(".", 1)[-1] == name]
     return sum(values) if values else None
 
 

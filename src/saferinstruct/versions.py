@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from saferinstruct.errors import InputError
-from saferinstruct.funnel_table import StageRow, render_funnel_table, summarise_stage
+from saferinstruct.funnel_table import StageRow, numeric_leaves, render_funnel_table, summarise_stage
 from saferinstruct.io import RowError, read_rows
 from saferinstruct.records import PreferencePair, Verdict
 
@@ -158,18 +158,6 @@ def load_version(spec: str, repo: str = ".") -> Version:
     return version
 
 
-def flatten(data: Any, prefix: str = "") -> dict[str, float]:
-    """Numeric leaves of a stats document as dotted keys (booleans and strings are not funnel counts)."""
-    if isinstance(data, dict):
-        out: dict[str, float] = {}
-        for k, v in data.items():
-            out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
-        return out
-    if isinstance(data, (int, float)) and not isinstance(data, bool):
-        return {prefix: data}
-    return {}
-
-
 def _summary(row: PreferencePair) -> dict:
     return {"id": row.id, "kind": row.kind, "category": row.category, "prompt": row.prompt}
 
@@ -205,7 +193,7 @@ def _in_order(stages: set[str], order: list[str]) -> list[str]:
 def diff_funnel(a: dict[str, dict], b: dict[str, dict], order: list[str] | None = None) -> dict:
     out = {}
     for stage in _in_order(set(a) | set(b), order or []):
-        fa, fb = flatten(a.get(stage, {})), flatten(b.get(stage, {}))
+        fa, fb = numeric_leaves(a.get(stage, {})), numeric_leaves(b.get(stage, {}))
         out[stage] = {k: {"a": fa.get(k), "b": fb.get(k),
                           "delta": (fb[k] - fa[k]) if k in fa and k in fb else None} for k in sorted(set(fa) | set(fb))}
     return out
@@ -235,7 +223,7 @@ def version_stats(v: Version) -> dict:
     return {"version": v.label,
             "splits": {s: {"rows": len(rows), "categories": dict(sorted(_categories(rows).items()))}
                        for s, rows in v.splits.items()},
-            "funnel": {stage: flatten(v.stats[stage]) for stage in _in_order(set(v.stats), v.stage_order)},
+            "funnel": {stage: numeric_leaves(v.stats[stage]) for stage in _in_order(set(v.stats), v.stage_order)},
             "funnel_table": [asdict(summarise_stage(stage, v.stats[stage]))
                              for stage in _in_order(set(v.stats), v.stage_order)],
             "verdicts": dict(sorted(verdict_labels.items())) if verdict_labels is not None else None,
