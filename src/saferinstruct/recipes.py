@@ -87,18 +87,28 @@ def overrides(book: RecipeBook, name: str, committed: dict) -> list[str]:
 
 
 def exp_run_args(name: str, sets: list[str]) -> list[str]:
-    return ["dvc", "exp", "run", "--name", name, "--force", *(a for s in sets for a in ("-S", s))]
+    # never --force: for `dvc exp run` it also means `repro --force`, re-running every upstream stage (~40 min)
+    return ["dvc", "exp", "run", "--name", name, *(a for s in sets for a in ("-S", s))]
 
 
 def _git(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=check)
 
 
+def _exp_refname(repo: Path, name: str) -> str:
+    head = _git(repo, "rev-parse", "HEAD").stdout.strip()
+    return f"refs/exps/{head[:2]}/{head[2:]}/{name}"
+
+
 def exp_ref(repo: Path, name: str) -> str | None:
     """The commit of experiment ``name`` run from HEAD (DVC's ref refs/exps/<baseline[:2]>/<baseline[2:]>/<name>)."""
-    head = _git(repo, "rev-parse", "HEAD").stdout.strip()
-    found = _git(repo, "rev-parse", "--verify", "-q", f"refs/exps/{head[:2]}/{head[2:]}/{name}", check=False)
+    found = _git(repo, "rev-parse", "--verify", "-q", _exp_refname(repo, name), check=False)
     return found.stdout.strip() or None
+
+
+def drop_experiment(repo: Path, name: str) -> None:
+    """Forget experiment ``name`` of HEAD so a new run may take the name (DVC refuses an existing one)."""
+    _git(repo, "update-ref", "-d", _exp_refname(repo, name), check=False)
 
 
 def committed_params(repo: Path) -> dict:
@@ -122,6 +132,8 @@ def run_recipes(book: RecipeBook, repo: Path, rerun: bool = False,
         if rev and not rerun and _matches(repo, rev, sets):
             out[name] = {"rev": rev, "seconds": 0.0, "reused": True}
             continue
+        if rev:
+            drop_experiment(repo, name)
         start = time.monotonic()
         execute(exp_run_args(name, sets))
         rev = exp_ref(repo, name)

@@ -156,7 +156,8 @@ def test_recipes_run_in_turn_from_committed_params_and_are_reused(repo):
     # paper first, default (no overrides) last, each setting every recipe key; sft_only is read, not run
     assert [c[c.index("--name") + 1] for c in calls] == ["paper", "default"]
     assert calls[0][-2:] == ["-S", "a.x=original"] and calls[1][-2:] == ["-S", "a.x=policy"]
-    assert all("--force" in c for c in calls) and set(runs) == {"paper", "default"}
+    # never --force: `dvc exp run --force` re-runs every stage, upstream ones included
+    assert not any("--force" in c or "-f" in c for c in calls) and set(runs) == {"paper", "default"}
     assert yaml.safe_load((repo / "params.yaml").read_text())["a"]["x"] == "policy"  # workspace ends committed
     assert runs["paper"]["rev"] == exp_ref(repo, "paper") and not runs["paper"]["reused"]
     again = run_recipes(BOOK, repo, execute=_fake_exp_run(repo, calls))
@@ -197,8 +198,11 @@ def test_make_compare_end_to_end_on_a_tiny_dvc_pipeline(tmp_path):
     (repo / "stage_eval.py").write_text(STAGE)
     (repo / "params.yaml").write_text(yaml.safe_dump({"a": {"x": "policy"},
                                                       "evaluate": {"metrics": {"refusal_labels": ["refusal"]}}}))
-    (repo / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"evaluate": {
-        "cmd": "python stage_eval.py", "deps": ["stage_eval.py"], "params": ["a.x"],
+    (repo / "upstream_in.txt").write_text("source\n")
+    (repo / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"upstream": {
+        "cmd": "cp upstream_in.txt upstream_out.txt", "deps": ["upstream_in.txt"], "outs": ["upstream_out.txt"]},
+        "evaluate": {
+        "cmd": "python stage_eval.py", "deps": ["stage_eval.py", "upstream_out.txt"], "params": ["a.x"],
         "outs": ["data/eval/responses.jsonl"], "metrics": [{"metrics/eval.json": {"cache": False}}]}}}))
     (repo / "recipes.yaml").write_text(yaml.safe_dump(BOOK.model_dump(by_alias=True)))
     (repo / "README.md").write_text(f"# r\n{START}\n{END}\n")
@@ -217,3 +221,7 @@ def test_make_compare_end_to_end_on_a_tiny_dvc_pipeline(tmp_path):
     assert yaml.safe_load((repo / "params.yaml").read_text())["a"]["x"] == "policy"
     second = run_cmd(args, repo)
     assert "(paper reused, default reused)" in (repo / "README.md").read_text(), second.stdout + first.stdout
+    # an upstream stage whose deps did not change is never re-run by a recipe (no `--force`)
+    assert "Running stage 'upstream'" not in first.stdout + first.stderr, first.stdout
+    rerun = run_cmd([*args, "--rerun"], repo)  # an existing experiment name is replaced, not refused
+    assert rerun.stdout.count("Ran experiment(s)") == 2 and "Running stage 'upstream'" not in rerun.stdout
