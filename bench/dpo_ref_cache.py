@@ -29,9 +29,9 @@ def default_model() -> Path:
     for cand in (Path("models/sft"), Path("models/base")):
         if (cand / "model.safetensors").exists():
             return cand
-    from saferinstruct.prepare_base import BaseModelParams, cached_conversion
+    from saferinstruct.prepare_base import ModelSource, cached_conversion
 
-    return cached_conversion(BaseModelParams(source="bundled", cache_dir="~/.cache/saferinstruct"))[0]
+    return cached_conversion(ModelSource(source="bundled"), "~/.cache/saferinstruct")[0]
 
 
 def _turns(transcript: str) -> tuple[str, str]:

@@ -38,9 +38,9 @@ ALPACA = Path("data/raw/instructions/alpaca_en_demo.json")
 def base_model() -> Path:
     if (Path("models/base") / "model.safetensors").exists():
         return Path("models/base")
-    from saferinstruct.prepare_base import BaseModelParams, cached_conversion
+    from saferinstruct.prepare_base import ModelSource, cached_conversion
 
-    return cached_conversion(BaseModelParams(source="bundled", cache_dir="~/.cache/saferinstruct"))[0]
+    return cached_conversion(ModelSource(source="bundled"), "~/.cache/saferinstruct")[0]
 
 
 def prompts(n: int, max_tokens: int, max_chars: int) -> list[ChatRequest]:

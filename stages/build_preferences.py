@@ -42,7 +42,8 @@ def main(sources: str, instructions: str, instruction_verdicts: str, responses: 
         out.text(folder / "README.md", render(result.stats, params, result.models))
         out.rows(rejected_path, result.rejected)
         write_stats(stats_path, {**result.stats, "seconds": t.seconds}, out)
-    click.echo(f"build_preferences: {len(result.train)} train, {len(result.test)} test pairs -> {out_dir}")
+    click.echo(f"build_preferences: {len(result.train)} train, {len(result.test)} test pairs -> {out_dir}, "
+               f"{t.seconds}s")
 
 
 if __name__ == "__main__":

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import click
 
-from saferinstruct.induce import InduceParams, induce
+from saferinstruct.induce import InduceParams, induce, inducer_role
 from saferinstruct.io import output_set, read_rows
+from saferinstruct.llm.roles import check_role
 from saferinstruct.params import load_section
 from saferinstruct.records import SourceText
 from saferinstruct.stageutil import Timer, clean_errors, write_stats
@@ -26,8 +27,9 @@ from saferinstruct.stageutil import Timer, clean_errors, write_stats
 def main(sources_path: str, model_dir: str, out_path: str, rejected_path: str, cache_dir: str, stats_path: str,
          params_path: str, progress: bool) -> None:
     params = load_section("induce", InduceParams, params_path)
+    check_role(inducer_role(params), "induce", model_dir)  # a misspelled backend or option fails before any work
     sources = read_rows(sources_path, SourceText)
-    if not Path(model_dir).is_dir():
+    if params.model is None and not Path(model_dir).is_dir():
         raise FileNotFoundError(f"{model_dir}: reversed model not found (run the train_reverse stage first)")
     with Timer() as t:
         result = induce(sources, model_dir, params, cache_dir, progress=progress)

@@ -25,7 +25,7 @@ def main(out_path: str, rejected_path: str, stats_path: str, params_path: str) -
         out.rows(rejected_path, result.rejected)
         write_stats(stats_path, {**result.stats, "seconds": t.seconds}, out)
     click.echo(f"ingest: {result.stats['read']} read, {result.stats['kept']} kept, "
-               f"{len(result.rejected)} rejected -> {out_path}")
+               f"{len(result.rejected)} rejected -> {out_path}, {t.seconds}s")
 
 
 if __name__ == "__main__":

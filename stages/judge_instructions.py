@@ -11,7 +11,7 @@ from saferinstruct.io import output_set, read_rows
 from saferinstruct.judging import classifier  # noqa: F401 - registers the offline `embedding_classifier` judge
 from saferinstruct.judging.backend_options import secrets_for
 from saferinstruct.judging.factory import JudgeStageSpec, build_judge
-from saferinstruct.judging.runs import judge_instructions
+from saferinstruct.judging.judge_rows import judge_instructions
 from saferinstruct.llm.cache import create_cache_dir
 from saferinstruct.params import load_section
 from saferinstruct.records import InducedInstruction

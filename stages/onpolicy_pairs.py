@@ -26,17 +26,20 @@ from saferinstruct.stageutil import Timer, clean_errors, write_stats
 @click.option("--cache", "cache_dir", default="cache/onpolicy_pairs", show_default=True, help="Call cache.")
 @click.option("--stats", "stats_path", default="stats/onpolicy_pairs.json", show_default=True)
 @click.option("--params", "params_path", default="params.yaml", show_default=True)
+@click.option("--progress/--no-progress", default=True, help="Show a progress bar on stderr.")
 @clean_errors
-def main(pref_dir: str, model_dir: str, out_dir: str, cache_dir: str, stats_path: str, params_path: str) -> None:
+def main(pref_dir: str, model_dir: str, out_dir: str, cache_dir: str, stats_path: str, params_path: str,
+         progress: bool) -> None:
     params = load_section("onpolicy_pairs", OnPolicyParams, params_path)
     splits = {"train": read_rows(Path(pref_dir) / "train.jsonl", PreferencePair, allow_empty=True)}
     with Timer() as t:
-        run = onpolicy_pairs(splits, params, cache_dir, model_dir, secrets_for(params.options, os.environ))
+        run = onpolicy_pairs(splits, params, cache_dir, model_dir, secrets_for(params.options, os.environ), progress)
     with output_set() as out:
         for name, rows in run.pairs.items():
             out.rows(Path(out_dir) / f"{name}.jsonl", rows)
         write_stats(stats_path, {**run.stats, "seconds": t.seconds}, out)
-    click.echo(f"onpolicy_pairs: replaced {run.stats['replaced']}, kept {run.stats['kept_original']} -> {out_dir}")
+    click.echo(f"onpolicy_pairs: replaced {run.stats['replaced']}, kept {run.stats['kept_original']} -> {out_dir}, "
+               f"{t.seconds}s")
 
 
 if __name__ == "__main__":

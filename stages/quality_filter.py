@@ -28,7 +28,7 @@ def main(induced_path: str, out_path: str, rejected_path: str, stats_path: str, 
         out.rows(rejected_path, result.rejected)
         write_stats(stats_path, {**result.stats(), "seconds": t.seconds}, out)
     reasons = ", ".join(f"{r} {n}" for r, n in result.by_reason.most_common())
-    click.echo(f"quality_filter: kept {len(result.kept)} of {len(rows)} ({reasons or 'none rejected'})")
+    click.echo(f"quality_filter: kept {len(result.kept)} of {len(rows)} ({reasons or 'none rejected'}), {t.seconds}s")
 
 
 if __name__ == "__main__":

@@ -23,13 +23,15 @@ from saferinstruct.stageutil import Timer, clean_errors, write_stats
 @click.option("--cache", "cache_dir", default="cache/respond", show_default=True, help="Call cache (persistent).")
 @click.option("--stats", "stats_path", default="stats/respond.json", show_default=True)
 @click.option("--params", "params_path", default="params.yaml", show_default=True)
+@click.option("--progress/--no-progress", default=True, help="Show a progress bar on stderr.")
 @clean_errors
 def main(instructions_path: str, model_dir: str, prompt_path: str, out_path: str, cache_dir: str, stats_path: str,
-         params_path: str) -> None:
+         params_path: str, progress: bool) -> None:
     params = load_section("respond", ExpertParams, params_path)
     instructions = read_rows(instructions_path, InducedInstruction, allow_empty=True)
     with Timer() as t:
-        run = respond(instructions, prompt_path, params, cache_dir, model_dir, secrets_for(params.options, os.environ))
+        run = respond(instructions, prompt_path, params, cache_dir, model_dir, secrets_for(params.options, os.environ),
+                      progress)
     with output_set() as out:
         out.rows(out_path, run.rows)
         write_stats(stats_path, {**run.stats, "seconds": t.seconds}, out)

@@ -27,7 +27,7 @@ def main(train_path: str, val_path: str, rejected_path: str, stats_path: str, pa
         out.rows(rejected_path, result.rejected)
         write_stats(stats_path, {**result.stats, "seconds": t.seconds}, out)
     click.echo(f"reverse_pairs: {result.stats['read']} read, {len(result.train)} train, {len(result.val)} val, "
-               f"{len(result.rejected)} rejected")
+               f"{len(result.rejected)} rejected, {t.seconds}s")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from saferinstruct.io import output_set, read_rows
 from saferinstruct.params import load_section
 from saferinstruct.records import InducedInstruction, Verdict
 from saferinstruct.select_instructions import SelectParams, select_instructions
-from saferinstruct.stageutil import clean_errors, write_stats
+from saferinstruct.stageutil import Timer, clean_errors, write_stats
 
 
 @click.command()
@@ -24,12 +24,14 @@ def main(filtered_path: str, verdicts_path: str, out_path: str, rejected_path: s
     params = load_section("select_instructions", SelectParams, params_path)
     instructions = read_rows(filtered_path, InducedInstruction)
     verdicts = read_rows(verdicts_path, Verdict, allow_empty=True)
-    selection = select_instructions(instructions, verdicts, params)
+    with Timer() as t:
+        selection = select_instructions(instructions, verdicts, params)
     with output_set() as out:
         out.rows(out_path, selection.kept)
         out.rows(rejected_path, selection.rejected)
         write_stats(stats_path, selection.stats, out)
-    click.echo(f"select_instructions: kept {len(selection.kept)} of {len(instructions)} {selection.stats['dropped']}")
+    click.echo(f"select_instructions: kept {len(selection.kept)} of {len(instructions)} {selection.stats['dropped']}, "
+               f"{t.seconds}s")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,6 @@
-"""Stage self_evaluate: the judge rates each expert response (params `self_evaluate`); only those judged safe stay."""
+"""Stage self_evaluate: the judge rates each expert response (params `self_evaluate`); only those judged safe stay.
+By default (``backend: expert``) the judge is the expert itself (params `respond`), or the offline safe_response rule
+when the expert is the embedded local model (see saferinstruct.judging.factory.self_eval_spec)."""
 
 from __future__ import annotations
 
@@ -9,11 +11,12 @@ import click
 from saferinstruct.io import output_set, read_rows
 from saferinstruct.judging import safe_response  # noqa: F401 - registers the offline `safe_response` judge
 from saferinstruct.judging.backend_options import secrets_for
-from saferinstruct.judging.factory import JudgeStageSpec, build_judge
-from saferinstruct.judging.runs import self_evaluate
+from saferinstruct.judging.factory import EXPERT, SelfEvalSpec, build_judge, check_judge, self_eval_spec
+from saferinstruct.judging.judge_rows import self_evaluate
 from saferinstruct.llm.cache import create_cache_dir
 from saferinstruct.params import load_section
 from saferinstruct.records import ExpertResponse
+from saferinstruct.respond import ExpertParams
 from saferinstruct.stageutil import Timer, clean_errors, write_stats
 
 
@@ -29,13 +32,17 @@ from saferinstruct.stageutil import Timer, clean_errors, write_stats
 @clean_errors
 def main(responses_path: str, prompt_path: str, out_path: str, cache_dir: str, stats_path: str,
          params_path: str) -> None:
-    spec = load_section("self_evaluate", JudgeStageSpec, params_path)
+    spec = load_section("self_evaluate", SelfEvalSpec, params_path)
+    if spec.backend == EXPERT:  # the expert judges itself: its role is params `respond`
+        spec = self_eval_spec(spec, load_section("respond", ExpertParams, params_path))
+    check_judge(spec, "self_evaluate")  # a misspelled backend or option fails before any work
     responses = read_rows(responses_path, ExpertResponse, allow_empty=True)
     create_cache_dir(cache_dir)  # a DVC output even when an offline judge makes no call
     judge = build_judge(spec, prompt_path, cache_dir, secrets_for(spec.options, os.environ), section="self_evaluate")
     try:
         with Timer() as t:
-            result = self_evaluate(responses, judge, max_error_fraction=spec.max_error_fraction)
+            result = self_evaluate(responses, judge, max_error_fraction=spec.max_error_fraction,
+                                   threshold=spec.threshold)
     finally:
         judge.close()
     with output_set() as out:

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from saferinstruct.io import RowError, output_set, read_json
-from saferinstruct.stageutil import clean_errors
+from saferinstruct.stageutil import Timer, clean_errors
 from saferinstruct.summary import flat_names, funnel, funnel_plot_rows, headline, tradeoff_rows
 
 
@@ -42,13 +42,14 @@ def main(stats_paths: tuple[str, ...], eval_metrics: str, calibration: str | Non
     if not isinstance(evaluation, dict):
         raise RowError(eval_metrics, None, "expected the evaluate stage's JSON object; re-run evaluate")
     agreement = read_json(calibration) if calibration else None
-    summary, stages = headline(stats, evaluation, agreement), funnel(stats)
+    with Timer() as t:
+        summary, stages = headline(stats, evaluation, agreement), funnel(stats)
     with output_set() as out:  # all files change together, or none
         out.json(summary_path, summary)
         out.json(funnel_path, stages)
         out.json(funnel_plot, funnel_plot_rows(stats))
         out.json(tradeoff_plot, tradeoff_rows(evaluation, eval_metrics))
-    click.echo(f"summarize: {len(flat_names(summary))} headline numbers, funnel of {len(stages)} stages")
+    click.echo(f"summarize: {len(flat_names(summary))} headline numbers, funnel of {len(stages)} stages, {t.seconds}s")
 
 
 if __name__ == "__main__":

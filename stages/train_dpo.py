@@ -13,10 +13,12 @@ from pathlib import Path
 
 import click
 
+from saferinstruct.io import output_set
 from saferinstruct.params import load_section
 from saferinstruct.stageutil import Timer, clean_errors, write_stats
 from saferinstruct.train.dpo import DpoParams, train_dpo
 from saferinstruct.train.launch import is_main_process, maybe_relaunch
+from saferinstruct.train.progress import training_summary
 
 PathOpt = click.Path(path_type=Path)
 
@@ -38,10 +40,13 @@ def main(policy: Path, ref_dir: Path, train_path: Path, ref_cache: Path, out: Pa
          checkpoint_dir: Path) -> None:
     p = load_section("train_dpo", DpoParams, params_path)
     maybe_relaunch(p.accelerate_config, sys.argv, os.environ)
-    with Timer() as timer:
-        result = train_dpo(policy, ref_dir, train_path, out, ref_cache, live_dir, p, checkpoint_dir)
+    with output_set() as staged:  # the model, its curves and the stats file change together, or none does
+        with Timer() as timer:
+            result = train_dpo(policy, ref_dir, train_path, out, ref_cache, live_dir, p, checkpoint_dir, out=staged)
+        if is_main_process(os.environ):
+            write_stats(stats, {**result, "seconds": timer.seconds}, staged)
     if is_main_process(os.environ):
-        write_stats(stats, {**result, "seconds": timer.seconds})
+        click.echo(training_summary("train_dpo", result, timer.seconds, out))
 
 
 if __name__ == "__main__":

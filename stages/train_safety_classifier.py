@@ -1,8 +1,9 @@
 """Stage train_safety_classifier: the offline instruction-safety judge (MiniLM embeddings + logistic-regression head).
 
-Unsafe = Safer-Instruct sample instructions; safe = Alpaca-style and hh-rlhf helpful prompts. Evaluation prompts are
-never trained on: any training text equal to one (normalised) is dropped and counted; the stats report precision /
-recall / F1 on a held-out split, and the measured flag rates on the evaluation files (params eval_files).
+Unsafe = Safer-Instruct sample instructions and the written harmful requests (data/raw/judge_train); safe = Alpaca-
+style and hh-rlhf helpful prompts and the written safe look-alikes. Evaluation prompts are never trained on: any
+training text equal to one (normalised) is dropped and counted; the stats report precision / recall / F1 on a held-out
+split, and the measured flag rates on the evaluation files (params eval_files).
 """
 
 from __future__ import annotations

@@ -12,9 +12,11 @@ from pathlib import Path
 
 import click
 
+from saferinstruct.io import output_set
 from saferinstruct.params import load_section
 from saferinstruct.stageutil import Timer, clean_errors, write_stats
 from saferinstruct.train.launch import is_main_process, maybe_relaunch
+from saferinstruct.train.progress import training_summary
 from saferinstruct.train.sft import SftParams, train_sft
 
 PathOpt = click.Path(path_type=Path)
@@ -34,10 +36,13 @@ def main(base: Path, train_path: Path, out: Path, live_dir: Path, stats: Path, p
          checkpoint_dir: Path) -> None:
     p = load_section("train_sft", SftParams, params_path)
     maybe_relaunch(p.accelerate_config, sys.argv, os.environ)
-    with Timer() as timer:
-        result = train_sft(base, train_path, out, live_dir, p, checkpoint_dir)
+    with output_set() as staged:  # the model, its curves and the stats file change together, or none does
+        with Timer() as timer:
+            result = train_sft(base, train_path, out, live_dir, p, checkpoint_dir, out=staged)
+        if is_main_process(os.environ):
+            write_stats(stats, {**result, "seconds": timer.seconds}, staged)
     if is_main_process(os.environ):
-        write_stats(stats, {**result, "seconds": timer.seconds})
+        click.echo(training_summary("train_sft", result, timer.seconds, out))
 
 
 if __name__ == "__main__":

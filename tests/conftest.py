@@ -150,9 +150,9 @@ def smollm2_dir() -> Path:
     """The real SmolLM2-135M-Instruct (fp32 safetensors + tokenizer) converted from the GGUF that `make test` installs.
     Converted once per machine (~35 s) and cached under ~/.cache/saferinstruct keyed by the GGUF's sha256, so later
     sessions reuse it. Read-only: copy it before changing anything."""
-    from saferinstruct.prepare_base import BaseModelParams, cached_conversion
+    from saferinstruct.prepare_base import ModelSource, cached_conversion
 
-    path, _ = cached_conversion(BaseModelParams(source="bundled", cache_dir=str(SMOLLM2_CACHE)))
+    path, _ = cached_conversion(ModelSource(source="bundled"), str(SMOLLM2_CACHE))
     return path
 
 

@@ -11,18 +11,20 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import Field, model_validator
-from tqdm import tqdm
 
 from saferinstruct.hashing import sample_rows
 from saferinstruct.io import read_json
 from saferinstruct.llm import local  # noqa: F401 - registers the "transformers" backend without loading the others
-from saferinstruct.llm.base import Backend, ChatRequest, GenerationParams, Message, backend_class
+from saferinstruct.llm.base import Backend, ChatRequest, GenerationParams, Message
 from saferinstruct.llm.gateway import Gateway
-from saferinstruct.params import Params, ParamsError
+from saferinstruct.llm.roles import Role, backend_class_at, open_role
+from saferinstruct.params import ParamsError
+from saferinstruct.progress import Progress
 from saferinstruct.records import InducedInstruction, RejectedRow, SourceText
+from saferinstruct.rejects import Rejects
 from saferinstruct.templates import ReverseTemplate, reverse_messages, reverse_prompt
 
 STAGE = "induce"
@@ -31,28 +33,26 @@ SECTION = "###"
 CHUNK_BATCHES = 4
 
 
-class InduceParams(Params):
-    """params.yaml `induce`."""
+class InduceParams(Role):
+    """params.yaml `induce`: the inducer role (model null: the stage's --model, models/reverse) plus the sampling of
+    sources and candidates."""
 
-    backend: Literal["transformers", "vllm"] = "transformers"
+    options: dict[str, Any] = Field(default_factory=lambda: {"batch_size": 16, "dtype": "float32", "device": "auto",
+                                                             "max_input_tokens": 1024})
+    generation: GenerationParams = Field(default_factory=lambda: GenerationParams(max_tokens=64, temperature=0.7,
+                                                                                  top_p=0.9, seed=0))
     template: ReverseTemplate = "paper"  # must match the template models/reverse was trained with
     k: int = Field(default=2, ge=1)  # candidates per source text
-    temperature: float = Field(default=0.7, ge=0)
-    top_p: float = Field(default=0.9, gt=0, le=1)
-    max_new_tokens: int = Field(default=64, ge=1)
-    batch_size: int = Field(default=16, ge=1)
-    seed: int = 0
     max_sources: int | None = Field(default=None, ge=1)  # a seeded subset of the sources (null: all)
     max_source_chars: int = Field(default=1500, ge=1)  # longer texts are cut at a word boundary
-    max_input_tokens: int = Field(default=1024, ge=1)
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "float32"
-    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
 
     @model_validator(mode="after")
     def _distinct_candidates(self) -> InduceParams:
-        if self.k > 1 and self.temperature == 0:
-            raise ValueError("k > 1 with temperature 0 gives k identical (greedy) candidates; "
-                             "set temperature > 0 or k: 1")
+        if self.k > 1 and self.generation.temperature == 0:
+            raise ValueError("k > 1 with generation.temperature 0 gives k identical (greedy) candidates; "
+                             "set generation.temperature > 0 or k: 1")
+        if self.generation.seed is None:  # it also draws the max_sources subset
+            raise ValueError("generation.seed must be an integer (it also draws the max_sources subset)")
         return self
 
 
@@ -77,8 +77,8 @@ def truncate(text: str, max_chars: int) -> str:
 
 
 def build_request(text: str, candidate: int, p: InduceParams) -> ChatRequest:
-    gen = GenerationParams(max_tokens=p.max_new_tokens, temperature=p.temperature, top_p=p.top_p, seed=p.seed,
-                           stop=[SECTION] if p.template == "paper" else [])
+    stop = [*p.generation.stop, *([SECTION] if p.template == "paper" and SECTION not in p.generation.stop else [])]
+    gen = p.generation.model_copy(update={"stop": stop})
     if p.template == "paper":  # raw prompt: the backend adds no chat markup (chat_template=False)
         messages: tuple[Message, ...] = (Message(role="user", content=reverse_prompt(text)),)
     else:
@@ -103,30 +103,40 @@ def check_template(model_dir: Path, template: str) -> None:
                           f"'{trained}'; set induce.template: {trained}")
 
 
-def make_inducer(model_dir: Path, p: InduceParams) -> Backend:
-    options = {"model_path": str(model_dir), "batch_size": p.batch_size, "dtype": p.dtype, "device": p.device,
-               "max_input_tokens": p.max_input_tokens, "chat_template": p.template == "chat"}
-    try:
-        cls = backend_class(p.backend)
-    except ValueError as err:  # only a backend whose optional dependency is missing is unknown here
-        raise ParamsError(f"induce.backend '{p.backend}' is not available ({err}); "
-                          f"for vllm: pip install 'saferinstruct[gpu]' on a GPU machine") from None
-    return cls(options)
+def inducer_role(p: InduceParams) -> InduceParams:
+    """The role as opened: the template decides ``chat_template`` (the paper's prompt is raw text, no chat markup),
+    so it needs a backend that takes that option."""
+    if "chat_template" not in backend_class_at(p.backend, STAGE).Options.model_fields:
+        if p.template == "paper":
+            raise ParamsError(f"params.yaml: '{STAGE}.backend': backend '{p.backend}' always applies a chat template; "
+                              f"the paper template needs a local backend (transformers, vllm) or {STAGE}.template: chat")
+        return p
+    wanted = p.template == "chat"
+    if p.options.get("chat_template", wanted) != wanted:
+        raise ParamsError(f"params.yaml: '{STAGE}.options.chat_template': set by {STAGE}.template ({p.template}); "
+                          "remove it")
+    return p.model_copy(update={"options": {**p.options, "chat_template": wanted}})
+
+
+def make_inducer(model_dir: Path, p: InduceParams, cache_dir: Path | str | None = None) -> Gateway:
+    """The inducer role behind the call cache (``model_dir``: the model when ``induce.model`` is null)."""
+    return open_role(inducer_role(p), STAGE, cache_dir, default_model=str(model_dir))
 
 
 def induce(sources: Sequence[SourceText], model_dir: Path | str, p: InduceParams, cache_dir: Path | str | None,
            backend: Backend | None = None, progress: bool = True) -> InduceResult:
     """k instructions per source text (InducedInstruction rows) plus rejected rows for failed generations."""
-    check_template(Path(model_dir), p.template)
-    chosen = select_sources(sources, p.max_sources, p.seed)
+    check_template(Path(p.model or model_dir), p.template)
+    chosen = select_sources(sources, p.max_sources, p.generation.seed)
     texts = [truncate(s.text, p.max_source_chars) for s in chosen]
     jobs = [(si, c, build_request(texts[si], c, p)) for si in range(len(chosen)) for c in range(p.k)]
     jobs.sort(key=lambda job: -len(job[2].messages[-1].content))
-    gateway = Gateway(backend or make_inducer(Path(model_dir), p), cache_dir=cache_dir)
+    gateway = Gateway(backend, cache_dir=cache_dir) if backend else make_inducer(Path(model_dir), p, cache_dir)
     results: dict[tuple[int, int], Any] = {}
-    start, chunk = time.perf_counter(), p.batch_size * CHUNK_BATCHES
+    start = time.perf_counter()
+    chunk = (getattr(gateway.backend.options, "batch_size", None) or 16) * CHUNK_BATCHES
     try:
-        with tqdm(total=len(jobs), desc="induce", unit="instr", disable=not progress) as bar:
+        with Progress("induce", len(jobs), unit="instr", enabled=progress) as bar:  # lines when not a TTY
             for at in range(0, len(jobs), chunk):
                 part = jobs[at:at + chunk]
                 for (si, c, _), res in zip(part, gateway.complete([job[2] for job in part])):
@@ -145,14 +155,14 @@ def induce(sources: Sequence[SourceText], model_dir: Path | str, p: InduceParams
 
 
 def _rows(chosen: list[SourceText], texts: list[str], results: dict, k: int, identity: str) -> InduceResult:
-    out = InduceResult(rows=[], rejected=[])  # failed calls are counted by outcome in the gateway stats
+    rejects = Rejects(STAGE)  # a failed call is a reject under the id its candidate would have had
+    out = InduceResult(rows=[], rejected=rejects.rows)  # and is counted by outcome in the gateway stats
     for si, src in enumerate(chosen):
         for c in range(k):
             res, row_id = results[(si, c)], f"{src.id}:{c}"
             if res.outcome != "ok":
-                out.rejected.append(RejectedRow(id=f"{row_id}#{STAGE}", parent_id=src.id, stage=STAGE,
-                                                reason=res.outcome, detail=res.error or "",
-                                                row={"candidate": c, "cache_key": res.cache_key}))
+                rejects.add(src.category, row_id, res.outcome, res.error or "",
+                            {"candidate": c, "cache_key": res.cache_key}, parent_id=src.id)
                 continue
             out.rows.append(InducedInstruction(id=row_id, parent_id=src.id, instruction=clean_instruction(res.text),
                                                source_text=texts[si], category=src.category, candidate=c,

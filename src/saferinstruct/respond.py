@@ -16,20 +16,20 @@ from typing import Any
 
 from pydantic import Field
 
-from saferinstruct.judging.backend_options import PriceParams, checked_backend_class, with_model
 from saferinstruct.judging.prompts import PromptTemplate
-from saferinstruct.llm.base import ChatRequest, ChatResult, GenerationParams, make_backend
-from saferinstruct.llm.gateway import Gateway, Prices, check_call_errors
-from saferinstruct.params import Params, ParamsError
+from saferinstruct.llm.base import ChatRequest, ChatResult, GenerationParams
+from saferinstruct.llm.gateway import check_call_errors
+from saferinstruct.llm.roles import PaidRole, open_role
+from saferinstruct.params import ParamsError
+from saferinstruct.progress import complete
 from saferinstruct.records import ExpertResponse, InducedInstruction
 
 _SENTENCE_END = re.compile(r"[.!?](?=\s|$)")
 
 
-class ExpertParams(Params):
-    backend: str = "transformers"
-    # openai: the model name; transformers/vllm: a model directory. null: the stage's --model (models/base).
-    model: str | None = None
+class ExpertParams(PaidRole):
+    """params.yaml `respond`: the expert role (model null: the stage's --model, models/base, for a local backend)."""
+
     options: dict[str, Any] = Field(default_factory=lambda: {"batch_size": 16})
     generation: GenerationParams = Field(default_factory=lambda: GenerationParams(max_tokens=96))
     few_shot: int | None = Field(default=None, ge=0)  # example pairs kept from the prompt file (null: all)
@@ -38,8 +38,6 @@ class ExpertParams(Params):
     # Keep only the first N sentences (null: all). Small models drift after a refusal and its redirect, sometimes
     # into the very help they just declined; a safe answer is short.
     max_sentences: int | None = Field(default=None, ge=1)
-    prices: PriceParams = Field(default_factory=PriceParams)
-    budget_usd: float | None = Field(default=None, gt=0.0)
     # Share of calls that may still fail after retries: those instructions get no response (counted under
     # dropped.call_error); above it the stage fails and writes nothing.
     max_error_fraction: float = Field(default=0.0, ge=0.0, le=1.0)
@@ -49,15 +47,6 @@ class ExpertParams(Params):
 class ExpertRun:
     rows: list[ExpertResponse]
     stats: dict = field(default_factory=dict)
-
-
-def expert_options(params: ExpertParams, default_model: str | None) -> dict[str, Any]:
-    """Backend options with the model filled in: ``respond.model``, else an explicit option, else (for a local-model
-    backend, one with a ``model_path`` option) ``default_model``, the stage's model directory."""
-    local = "model_path" in checked_backend_class(params.backend).Options.model_fields
-    if params.model is None and default_model and local and "model_path" not in params.options:
-        return with_model(params.backend, params.options, default_model)
-    return with_model(params.backend, params.options, params.model)
 
 
 def trim_to_sentence(text: str) -> str:
@@ -90,20 +79,18 @@ def _to_row(instr: InducedInstruction, result: ChatResult, model: str, params: E
 
 def respond(instructions: Sequence[InducedInstruction], prompt_path: Path | str, params: ExpertParams,
             cache_dir: Path | str | None, default_model: str | None = None,
-            secrets: Mapping[str, str] | None = None) -> ExpertRun:
-    """One expert answer per instruction, through the gateway's call cache."""
+            secrets: Mapping[str, str] | None = None, progress: bool = True) -> ExpertRun:
+    """One expert answer per instruction, through the gateway's call cache (``progress``: a bar with the time left
+    on stderr, cached answers counted as done)."""
     prompt = PromptTemplate.load(prompt_path)
     if "instruction" not in prompt.placeholders():
         raise ParamsError(f"{prompt_path}: the expert prompt must contain {{{{instruction}}}}")
-    backend = make_backend(params.backend, expert_options(params, default_model), secrets=secrets,
-                           section="respond.options")
-    gateway = Gateway(backend, cache_dir=cache_dir, prices=Prices(params.prices.prompt, params.prices.completion),
-                      budget_usd=params.budget_usd)
+    gateway = open_role(params, "respond", cache_dir, default_model, secrets)
     requests = [ChatRequest(messages=prompt.render({"instruction": i.instruction}, delimit=False,
                                                    examples=params.few_shot), params=params.generation)
                 for i in instructions]
     try:
-        results = gateway.complete(requests)
+        results = complete(gateway, requests, "respond", unit="responses", enabled=progress)
     finally:
         gateway.close()
     failed = check_call_errors("respond", sum(r.outcome == "error" for r in results), len(results),

@@ -15,6 +15,7 @@ from pydantic import Field
 from saferinstruct.io import RowError
 from saferinstruct.params import Params
 from saferinstruct.records import InducedInstruction, RejectedRow, Verdict
+from saferinstruct.rejects import Rejects
 
 STAGE = "select_instructions"
 
@@ -79,30 +80,30 @@ def _apply_caps(candidates: list[tuple[InducedInstruction, Verdict | None]], par
 def select_instructions(instructions: Sequence[InducedInstruction], verdicts: Sequence[Verdict],
                         params: SelectParams) -> Selection:
     by_id = _by_instruction(verdicts)
-    candidates, rejected = [], []
+    candidates, rejects = [], Rejects(STAGE)
     for row in instructions:
         verdict = by_id.get(row.id)
         reason = _reason(verdict, params)
         if reason is None:
             candidates.append((row, verdict))
         else:
-            rejected.append(_reject(row, reason, verdict))
+            rejects.add_record(row.category, row, reason, _detail(verdict))
     kept_ids = _apply_caps(candidates, params)
-    rejected += [_reject(row, "over_cap", v) for row, v in candidates if row.id not in kept_ids]
+    for row, verdict in candidates:
+        if row.id not in kept_ids:
+            rejects.add_record(row.category, row, "over_cap", _detail(verdict))
     kept = [row for row, _ in candidates if row.id in kept_ids]
     known = {r.id for r in instructions}
     stats = {
         "in": len(instructions), "kept": len(kept), "candidates": len(candidates),
-        "dropped": dict(sorted(Counter(r.reason for r in rejected).items())),
+        "dropped": dict(sorted(rejects.total().items())),
         "kept_per_category": dict(sorted(Counter(r.category for r in kept).items())),
         "verdict_labels": dict(sorted(Counter(v.label for v in verdicts).items())),
         "parse_failures": sum(not v.parse_ok for v in verdicts),
         "orphan_verdicts": sum(1 for v in verdicts if v.parent_id not in known),
     }
-    return Selection(kept, rejected, stats)
+    return Selection(kept, rejects.rows, stats)
 
 
-def _reject(row: InducedInstruction, reason: str, verdict: Verdict | None) -> RejectedRow:
-    detail = "" if verdict is None else f"{verdict.label} score={verdict.score} parse_ok={verdict.parse_ok}"
-    return RejectedRow(id=f"{row.id}:{STAGE}", parent_id=row.id, stage=STAGE, reason=reason, detail=detail,
-                       row=row.model_dump())
+def _detail(verdict: Verdict | None) -> str:
+    return "" if verdict is None else f"{verdict.label} score={verdict.score} parse_ok={verdict.parse_ok}"

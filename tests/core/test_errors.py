@@ -136,7 +136,7 @@ def test_budget_stop_is_reported_like_every_user_error(load_stage, tmp_path):
     res = CliRunner().invoke(load_stage("respond").main, [
         "--instructions", str(FIX / "filtered.jsonl"), "--prompt", str(REPO / "prompts" / "expert.md"),
         "--out", str(tmp_path / "r.jsonl"), "--cache", str(tmp_path / "cache"), "--stats", str(tmp_path / "s.json"),
-        "--params", str(params)])
+        "--params", str(params), "--no-progress"])  # the error is one line; progress lines are tested apart
     assert res.exit_code == 2 and _one_line(res.output).startswith("error: budget of $1.00 reached")
     assert not (tmp_path / "r.jsonl").exists()
 

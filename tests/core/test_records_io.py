@@ -141,3 +141,28 @@ def test_write_json_sorted_and_atomic(tmp_path):
 def test_preference_pair_kind_is_strict():
     with pytest.raises(ValueError):
         PreferencePair(id="p", prompt="a", chosen="b", rejected="c", category="hate", kind="other")
+
+
+def test_a_staged_folder_and_a_file_change_together_or_not_at_all(tmp_path):
+    model, stats = tmp_path / "models" / "sft", tmp_path / "stats" / "train_sft.json"
+    model.mkdir(parents=True)
+    (model / "old.bin").write_text("old")
+    io.write_json(stats, {"run": 1})
+
+    def build(name: str):
+        built = model.parent / ".sft.staging"
+        built.mkdir()
+        (built / f"{name}.bin").write_text(name)
+        return built
+
+    with pytest.raises(RuntimeError), io.output_set() as out:
+        out.stage_dir(build("new"), model)
+        raise RuntimeError("the stats could not be written")
+    assert [p.name for p in model.iterdir()] == ["old.bin"] and json.loads(stats.read_text()) == {"run": 1}
+    assert sorted(p.name for p in model.parent.iterdir()) == ["sft"]  # the staged folder is gone too
+
+    with io.output_set() as out:
+        out.stage_dir(build("new"), model)
+        out.json(stats, {"run": 2})
+    assert [p.name for p in model.iterdir()] == ["new.bin"] and json.loads(stats.read_text()) == {"run": 2}
+    assert sorted(p.name for p in model.parent.iterdir()) == ["sft"]  # nothing of the old folder is left beside it

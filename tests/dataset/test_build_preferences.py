@@ -68,6 +68,12 @@ def test_safety_join_and_filters(built):
         "safety:i3": "response_content_filter", "safety:i4": "response_judged_unsafe", "safety:i5": "no_source",
         "safety:i6": "eval_leak", "safety:i7": "no_response", "safety:i8": "no_response_verdict",
         "safety:i9": "duplicate_prompt"}
+    # saferinstruct.rejects' format: the pair's own id, parent_id = the row it came from (the instruction, or the
+    # response once one was chosen); helpful pairs come from raw files: no parent
+    assert {k: r.parent_id for k, r in rejected.items() if k.startswith("safety")} == {
+        "safety:i3": "i3", "safety:i4": "i4", "safety:i5": "i5", "safety:i6": "r6", "safety:i7": "i7",
+        "safety:i8": "i8", "safety:i9": "r9"}
+    assert all(r.parent_id is None for k, r in rejected.items() if k.startswith("helpful"))
 
 
 def test_helpful_mix_ratio_and_leakage(built, load_stage, tmp_path):

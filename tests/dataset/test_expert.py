@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from saferinstruct.respond import ExpertParams, expert_options, first_sentences, respond, trim_to_sentence
+from saferinstruct.llm.roles import role_options
+from saferinstruct.respond import ExpertParams, first_sentences, respond, trim_to_sentence
 from saferinstruct.llm.base import Backend, ChatRequest, ChatResult, register_backend
 from saferinstruct.params import Params, ParamsError
 from saferinstruct.records import InducedInstruction
@@ -84,15 +85,22 @@ def test_untrimmed_when_asked_and_no_sentence_end():
     assert trim_to_sentence("Version 1.5 is out. And") == "Version 1.5 is out."
 
 
-def test_expert_options_fill_the_model_where_the_backend_wants_it():
+def test_role_options_fill_the_model_where_the_backend_wants_it():
+    def expert_options(params, default_model):
+        return role_options(params, "respond", default_model)
+
     local = ExpertParams(backend="transformers", options={"batch_size": 4})
     assert expert_options(local, "models/base") == {"batch_size": 4, "model_path": "models/base"}
     assert expert_options(local.model_copy(update={"model": "other/dir"}), "models/base")["model_path"] == "other/dir"
     remote = ExpertParams(backend="openai", options={"api_key_env": "K"})
     assert expert_options(remote, "models/base") == {"api_key_env": "K"}  # never send a local path as a model name
     assert expert_options(remote.model_copy(update={"model": "gpt-4o"}), "models/base")["model"] == "gpt-4o"
-    with pytest.raises(ParamsError, match="takes no model name"):
+    pinned = remote.model_copy(update={"model": "gpt-4o", "revision": "2024-08-06"})
+    assert expert_options(pinned, None)["revision"] == "2024-08-06"
+    with pytest.raises(ParamsError, match="'respond.model': backend 'test_expert_scripted' takes no model name"):
         expert_options(ExpertParams(backend="test_expert_scripted", model="x"), None)
+    with pytest.raises(ParamsError, match="'respond.revision': backend 'transformers' takes no revision"):
+        expert_options(local.model_copy(update={"revision": "abc"}), "models/base")
 
 
 def test_prompt_without_instruction_is_a_config_error(tmp_path):

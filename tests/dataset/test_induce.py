@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from saferinstruct.induce import InduceParams, build_request, clean_instruction, induce, select_sources, truncate
 from saferinstruct.io import read_rows
+from saferinstruct.llm.base import ChatResult
 from saferinstruct.llm.fake import FakeBackend
 from saferinstruct.llm.local import LocalBackend
 from saferinstruct.records import InducedInstruction, SourceText
@@ -19,7 +20,7 @@ from saferinstruct.records import InducedInstruction, SourceText
 from conftest import FIXTURES, stage_args
 
 SOURCES = FIXTURES / "induce" / "sources.jsonl"
-FAST = {"k": 3, "temperature": 1.0, "max_new_tokens": 6, "batch_size": 4, "device": "cpu"}
+FAST = {"k": 3, "options": {"batch_size": 4, "device": "cpu"}, "generation": {"max_tokens": 6, "temperature": 1.0}}
 
 
 def _stage(tmp_path, load_stage, model_dir, params: dict, stage=None, cache="cache"):
@@ -55,7 +56,7 @@ def test_k_candidates_per_text_with_parent_ids(tmp_path, load_stage, varied_mode
 
 
 def test_kill_and_resume_generates_nothing_twice(tmp_path, load_stage, varied_model_dir, monkeypatch):
-    params = {**FAST, "batch_size": 2}  # 15 requests -> 8 batches
+    params = {**FAST, "options": {**FAST["options"], "batch_size": 2}}  # 15 requests -> 8 batches
     batches = {"n": 0}
     real = LocalBackend.generate_batch
 
@@ -82,11 +83,24 @@ def test_kill_and_resume_generates_nothing_twice(tmp_path, load_stage, varied_mo
 
 
 @pytest.mark.parametrize("key,value", [
-    ("backend", "vllm"), ("template", "chat"), ("k", 4), ("temperature", 0.3), ("top_p", 0.5), ("max_new_tokens", 9),
-    ("batch_size", 3), ("seed", 11), ("max_sources", 2), ("max_source_chars", 40), ("max_input_tokens", 99),
-    ("dtype", "bfloat16"), ("device", "cuda")])
+    ("model", "another/model"), ("template", "chat"), ("k", 4), ("generation.temperature", 0.3),
+    ("generation.top_p", 0.5), ("generation.max_tokens", 9), ("generation.seed", 11), ("options.batch_size", 3),
+    ("max_sources", 2), ("max_source_chars", 40), ("options.max_input_tokens", 99), ("options.dtype", "bfloat16"),
+    ("options.device", "cuda")])
 def test_every_param_reaches_the_library(tmp_path, load_stage, key, value, monkeypatch):
-    assert InduceParams.model_fields[key].default != value
+    def read(params):
+        node = params
+        for part in key.split("."):
+            node = node[part] if isinstance(node, dict) else getattr(node, part)
+        return node
+
+    assert read(InduceParams()) != value
+    section: dict = {}
+    *parents, leaf = key.split(".")
+    node = section
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = value
     stage = load_stage("induce")
     seen = {}
 
@@ -95,15 +109,15 @@ def test_every_param_reaches_the_library(tmp_path, load_stage, key, value, monke
         return induce(sources, model_dir, params, cache_dir, backend=FakeBackend(), progress=False)
 
     monkeypatch.setattr(stage, "induce", spy)
-    res = _stage(tmp_path, load_stage, tmp_path, {key: value}, stage=stage)
+    res = _stage(tmp_path, load_stage, tmp_path, section, stage=stage)
     assert res.exit_code == 0, res.output
-    assert getattr(seen["params"], key) == value
+    assert read(seen["params"]) == value
 
 
 def test_library_params_shape_requests_and_rows():
     sources = read_rows(SOURCES, SourceText)
     fake = FakeBackend({"template": "Write about it, take {n}.\n### Response:\nignored"})
-    p = InduceParams(k=2, max_sources=3, max_source_chars=20, seed=5)
+    p = InduceParams(k=2, max_sources=3, max_source_chars=20, generation={"seed": 5})
     out = induce(sources, "unused", p, cache_dir=None, backend=fake, progress=False)
     assert len(out.rows) == 6 and {r.instruction for r in out.rows} == {"Write about it, take 0.",
                                                                         "Write about it, take 1."}
@@ -112,9 +126,31 @@ def test_library_params_shape_requests_and_rows():
     assert select_sources(sources, 3, 5) != select_sources(sources, 3, 6)  # the seed picks the subset
 
 
+class _FilterSecondCandidate(FakeBackend):
+    """Every candidate 1 comes back filtered, as a provider's content filter would answer."""
+
+    def run(self, requests):
+        for i, result in super().run(requests):
+            if requests[i].sample_index == 1:
+                result = ChatResult(text="", outcome="content_filter", error="filtered by the provider")
+            yield i, result
+
+
+def test_failed_calls_are_rejects_in_the_common_format():
+    """saferinstruct.rejects' format: id = the id the candidate would have had, parent_id = its source text."""
+    sources = read_rows(SOURCES, SourceText)[:2]
+    backend = _FilterSecondCandidate({"template": "Write about it."})
+    out = induce(sources, "unused", InduceParams(k=2), cache_dir=None, backend=backend, progress=False)
+    assert [r.id for r in out.rows] == [f"{s.id}:0" for s in sources]
+    assert [(r.id, r.parent_id, r.stage, r.reason, r.detail) for r in out.rejected] == [
+        (f"{s.id}:1", s.id, "induce", "content_filter", "filtered by the provider") for s in sources]
+    assert out.rejected[0].row["candidate"] == 1 and len(out.rejected[0].row["cache_key"]) == 64
+    assert out.stats["rejected"] == 2 and out.stats["outcomes"] == {"ok": 2, "content_filter": 2}
+
+
 def test_templates_build_the_trained_prompt():
-    paper = build_request("some text", 1, InduceParams(template="paper", temperature=0.5, top_p=0.8, seed=3,
-                                                       max_new_tokens=7))
+    paper = build_request("some text", 1, InduceParams(template="paper", generation={
+        "temperature": 0.5, "top_p": 0.8, "seed": 3, "max_tokens": 7}))
     assert len(paper.messages) == 1 and paper.messages[0].content.endswith("some text\n\n### Instruction:\n")
     assert paper.params.stop == ["###"] and paper.sample_index == 1
     gen = paper.params
@@ -130,7 +166,7 @@ def test_template_must_match_the_trained_model(tmp_path, load_stage):
 
 
 def test_config_errors_are_one_line(tmp_path, load_stage):
-    res = _stage(tmp_path, load_stage, tmp_path, {"k": 2, "temperature": 0})
+    res = _stage(tmp_path, load_stage, tmp_path, {"k": 2, "generation": {"temperature": 0}})
     assert res.exit_code == 2 and "identical" in res.output and len(res.output.strip().splitlines()) == 1
     res = _stage(tmp_path, load_stage, tmp_path / "missing", {})
     assert res.exit_code == 2 and "reversed model not found" in res.output
@@ -146,8 +182,8 @@ def test_clean_and_truncate():
 @pytest.mark.slow
 def test_induce_on_real_smollm2(tmp_path, load_stage, smollm2_dir):
     """The real 135M model (not reverse-tuned here) through the paper template: plausible, distinct candidates."""
-    res = _stage(tmp_path, load_stage, smollm2_dir, {"k": 2, "temperature": 0.7, "max_new_tokens": 32,
-                                                     "batch_size": 8, "max_sources": 4})
+    res = _stage(tmp_path, load_stage, smollm2_dir, {"k": 2, "generation": {"temperature": 0.7, "max_tokens": 32},
+                                                     "options": {"batch_size": 8}, "max_sources": 4})
     assert res.exit_code == 0, res.output
     rows = read_rows(tmp_path / "induced.jsonl", InducedInstruction)
     assert len(rows) == 8 and sum(bool(r.instruction) for r in rows) >= 6
@@ -165,8 +201,9 @@ def test_sigkill_then_rerun_pays_only_for_the_rest(tmp_path, varied_model_dir):
 
     from conftest import REPO
 
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"induce": {**FAST, "k": 8, "max_new_tokens": 32,
-                                                                     "batch_size": 1}}))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"induce": {
+        **FAST, "k": 8, "generation": {**FAST["generation"], "max_tokens": 32},
+        "options": {**FAST["options"], "batch_size": 1}}}))
     cmd = [sys.executable, str(REPO / "stages" / "induce.py"), "--sources", str(SOURCES), "--model",
            str(varied_model_dir), "--out", str(tmp_path / "induced.jsonl"), "--rejected", str(tmp_path / "rej.jsonl"),
            "--cache", str(tmp_path / "cache"), "--stats", str(tmp_path / "stats.json"), "--params",

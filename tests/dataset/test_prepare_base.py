@@ -48,7 +48,8 @@ def test_stage_reuses_cached_conversion(load_stage, tmp_path, smollm2_dir):
 
 
 def test_stage_local_dir(load_stage, tmp_path, tiny_model_dir):
-    res, out, stats = _run(load_stage, tmp_path, f"prepare_base:\n  source: local\n  path: {tiny_model_dir}\n")
+    params = f"prepare_base:\n  policy:\n    source: local\n    path: {tiny_model_dir}\n"
+    res, out, stats = _run(load_stage, tmp_path, params)
     assert res.exit_code == 0, res.output
     info = json.loads((out / "model_info.json").read_text())
     assert info["source"] == {"kind": "local", "path": str(tiny_model_dir)}
@@ -57,12 +58,12 @@ def test_stage_local_dir(load_stage, tmp_path, tiny_model_dir):
 
 
 @pytest.mark.parametrize(("params", "message"), [
-    ("prepare_base:\n  source: hub\n  hub_id: HuggingFaceTB/SmolLM2-135M-Instruct\n", "pinned revision"),
-    ("prepare_base:\n  source: local\n", "needs path"),
-    ("prepare_base:\n  source: local\n  path: /nonexistent/model\n", "model directory not found"),
-    ("prepare_base:\n  source: gguf\n  path: /nonexistent/m.gguf\n", "GGUF file not found"),
-    ("prepare_base:\n  sorce: hub\n", "unknown key 'prepare_base.sorce'"),
-    ("prepare_base:\n  source: hub\n  hub_id: nobody/none\n  revision: abc123\n", "cannot load model"),
+    ("prepare_base:\n  policy:\n    source: hub\n    hub_id: HuggingFaceTB/SmolLM2-135M-Instruct\n", "pinned revision"),
+    ("prepare_base:\n  policy:\n    source: local\n", "needs path"),
+    ("prepare_base:\n  policy:\n    source: local\n    path: /nonexistent/model\n", "model directory not found"),
+    ("prepare_base:\n  policy:\n    source: gguf\n    path: /nonexistent/m.gguf\n", "GGUF file not found"),
+    ("prepare_base:\n  policy:\n    sorce: hub\n", "unknown key 'prepare_base.policy.sorce'"),
+    ("prepare_base:\n  policy:\n    source: hub\n    hub_id: nobody/none\n    revision: abc123\n", "cannot load model"),
 ])
 def test_bad_config_is_one_clean_line(load_stage, tmp_path, params, message):
     res, out, stats = _run(load_stage, tmp_path, params)
@@ -75,6 +76,6 @@ def test_bad_config_is_one_clean_line(load_stage, tmp_path, params, message):
 def test_empty_local_dir_leaves_nothing(load_stage, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
-    res, out, _ = _run(load_stage, tmp_path, f"prepare_base:\n  source: local\n  path: {empty}\n")
+    res, out, _ = _run(load_stage, tmp_path, f"prepare_base:\n  policy:\n    source: local\n    path: {empty}\n")
     assert res.exit_code == 2 and "cannot load model" in res.output
     assert not out.exists() and not list(out.parent.iterdir())

@@ -25,12 +25,25 @@ def test_thresholds_and_reasons():
                 _verdict(3, "unknown", None, parse_ok=False), _verdict(4, score=None), _verdict(99)]
     sel = select_instructions(rows, verdicts, SelectParams(min_score=0.5))
     assert [r.id for r in sel.kept] == ["ins-0", "ins-4"]  # an unscored 'unsafe' verdict passes on its label
-    assert {r.parent_id: r.reason for r in sel.rejected} == {
+    assert {r.id: r.reason for r in sel.rejected} == {
         "ins-1": "below_min_score", "ins-2": "judged_safe", "ins-3": "unparsed_verdict", "ins-5": "no_verdict"}
     assert sel.stats["dropped"] == {"below_min_score": 1, "judged_safe": 1, "no_verdict": 1, "unparsed_verdict": 1}
     assert sel.stats["in"] == 6 and sel.stats["kept"] == 2
     assert sel.stats["parse_failures"] == 1 and sel.stats["orphan_verdicts"] == 1
     assert sel.rejected[0].row["instruction"].startswith("instruction")
+
+
+def test_rejects_use_the_common_format():
+    """saferinstruct.rejects' format: id = the dropped instruction's own id, parent_id = its source text, the whole row
+    and the verdict as detail; the stats count the same rejects by reason."""
+    rows = [_inst(i) for i in range(3)]
+    sel = select_instructions(rows, [_verdict(0, score=0.9), _verdict(1, "safe", 0.2), _verdict(2, score=0.8)],
+                              SelectParams(max_total=1))
+    assert [(r.id, r.parent_id, r.stage, r.reason) for r in sel.rejected] == [
+        ("ins-1", "src-1", "select_instructions", "judged_safe"), ("ins-2", "src-2", "select_instructions", "over_cap")]
+    assert sel.rejected[0].row == rows[1].model_dump(mode="json")
+    assert sel.rejected[0].detail == "safe score=0.2 parse_ok=True"
+    assert sel.stats["dropped"] == {"judged_safe": 1, "over_cap": 1}
 
 
 def test_changing_a_threshold_changes_the_selection_only():
@@ -57,7 +70,7 @@ def test_caps_keep_highest_scores_per_category_in_input_order():
     sel = select_instructions(rows, verdicts, SelectParams(max_per_category=2))
     assert [r.id for r in sel.kept] == ["ins-1", "ins-2", "ins-3", "ins-4"]  # input order, not score order
     assert sel.stats["kept_per_category"] == {"hate": 2, "illegal": 2}
-    assert [r.parent_id for r in sel.rejected if r.reason == "over_cap"] == ["ins-0"]
+    assert [r.id for r in sel.rejected if r.reason == "over_cap"] == ["ins-0"]
     top = select_instructions(rows, verdicts, SelectParams(max_total=2))
     assert [r.id for r in top.kept] == ["ins-1", "ins-4"]
 

@@ -152,7 +152,7 @@ def test_evaluation_writes_the_capability_block_next_to_the_existing_keys(tiny_m
     params = EvaluateParams(
         models=["base", "dpo"], sets=SetsParams(advbench_n=1, safer_instruct_per_group=0, xstest_safe_n=0,
                                                 xstest_unsafe_n=0),
-        generation=GenerationSettings(backend_options={"batch_size": 8, "device": "cpu"}, params={"max_tokens": 2}),
+        generation=GenerationSettings(options={"batch_size": 8, "device": "cpu"}, generation={"max_tokens": 2}),
         capability=CapabilityParams(device="cpu", bootstrap_resamples=200))
     run = run_evaluation(params, models, files, ["What is 2 plus 2?"], None, judge=WaterJudge())
     assert {"schema_version", "models", "comparisons", "capability"} <= set(run.metrics)

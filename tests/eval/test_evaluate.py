@@ -84,8 +84,8 @@ def models_dir(tiny_model_dir, tmp_path_factory):
 
 
 def _params(**kw) -> EvaluateParams:
-    gen = GenerationSettings(backend_options={"batch_size": 8, "device": "cpu"},
-                             params={"max_tokens": 4, "temperature": 0.0})
+    gen = GenerationSettings(options={"batch_size": 8, "device": "cpu"},
+                             generation={"max_tokens": 4, "temperature": 0.0})
     return EvaluateParams(models=["base", "dpo"], sets=ALL, generation=gen, **kw)
 
 
@@ -169,14 +169,16 @@ def test_stage_end_to_end_and_results_table(models_dir, tmp_path, monkeypatch, l
         "sets": {"advbench_n": 2, "safer_instruct_per_group": 1, "xstest_safe_n": None, "xstest_unsafe_n": 1,
                  "donotanswer_n": 0, "donotanswer_chatbot_n": 0, "alpaca_val_n": 0, "seed": 0},
         "capability": {"reference_n": 0},
-        "generation": {"backend_options": {"batch_size": 8, "device": "cpu"}, "params": {"max_tokens": 4}},
+        "generation": {"options": {"batch_size": 8, "device": "cpu"}, "generation": {"max_tokens": 4}},
         "judge": {"backend": "fake", "task": "refusal", "options": {"template": '{{"label": "refusal"}}'}},
+        "pairwise": {"sets": ["xstest_safe"]},
         "metrics": {}}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     args = ["--models-dir", str(models_dir), "--advbench", str(FILES.advbench), "--safer-instruct-test",
             str(FILES.safer_instruct_test), "--xstest", str(FILES.xstest), "--train",
             str(FIX / "train_preferences.jsonl"), "--donotanswer", str(FIX / "donotanswer"), "--alpaca-val",
             str(FIX / "alpaca_val.json"), "--capability-reference", str(FIX / "capability_reference.jsonl"),
+            "--pairwise-prompt", str(REPO / "prompts" / "eval_pairwise.md"),
             "--judge-prompt", str(Path.cwd().parent / "x.md")]
     result = CliRunner().invoke(load_stage("evaluate").main, args)
     assert result.exit_code == 2 and "prompt file not found" in result.output  # one line, no traceback
@@ -187,6 +189,13 @@ def test_stage_end_to_end_and_results_table(models_dir, tmp_path, monkeypatch, l
     metrics = json.loads((tmp_path / "metrics/eval.json").read_text())
     entry = metrics["models"]["dpo"]["harmful"]["overall"]
     assert (entry["n"], entry["refusal"], entry["refusal_rate"]) == (6, 6, 1.0)  # advbench 2, one per si group, 1
+    # a progress line per model (stderr is no terminal here), then the stage's one summary line with its seconds
+    lines = [line for line in result.output.splitlines() if line.startswith("evaluate: ")]
+    assert [line.split(",")[0] for line in lines[:2]] == ["evaluate: base: 10/10 answers",
+                                                          "evaluate: dpo: 10/10 answers"]
+    seconds = json.loads((tmp_path / "stats/evaluate.json").read_text())["seconds"]
+    assert len(lines) == 3 and lines[2].startswith("evaluate: refused harmful / safe: base ")
+    assert "; dpo 1.000 / " in lines[2] and lines[2].endswith(f", {seconds}s")
     assert metrics["models"]["base"]["safe"]["xstest_safe"]["refusal_rate"] == 1.0
     rows = read_rows(tmp_path / "data/eval/responses.jsonl", EvalResult)
     assert len(rows) == 2 * (6 + 4) and {r.model_name for r in rows} == {"base", "dpo"}
@@ -194,6 +203,9 @@ def test_stage_end_to_end_and_results_table(models_dir, tmp_path, monkeypatch, l
     # base and dpo share weights here, so their answers match: the judge's cache pays for each (prompt, answer) once
     assert (stats["judge"]["gateway"]["calls"], stats["judge"]["gateway"]["cache_hits"]) == (10, 10)
     assert stats["sets"]["train_overlap"]["safer_instruct_si"] == 1
+    # an LLM judge also compares dpo with base pairwise; the same weights give the same answers: ties, no call
+    assert metrics["pairwise"]["measured"] and metrics["models"]["dpo"]["pairwise_vs_base"]["ties"] == 4
+    assert stats["pairwise"]["calls"] == 0
     assert any((tmp_path / "cache/evaluate/judge").rglob("*.json"))
     plot = json.loads((tmp_path / "plots/eval/sets.json").read_text())
     assert {"bar", "set", "model", "kind", "n", "refusal_rate"} <= set(plot[0])

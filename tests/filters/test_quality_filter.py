@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -34,13 +35,29 @@ def test_stage_reasons_are_exact(tmp_path, load_stage):
     kept = read_rows(tmp_path / "data" / "filtered.jsonl", InducedInstruction)
     rejected = read_rows(tmp_path / "data" / "rejected" / "quality_filter.jsonl", RejectedRow, allow_empty=True)
     assert [r.id for r in kept] == [k for k, v in EXPECTED.items() if v is None]
-    assert {r.parent_id: r.reason for r in rejected} == {k: v for k, v in EXPECTED.items() if v is not None}
-    by_id = {r.parent_id: r for r in rejected}
+    assert {r.id: r.reason for r in rejected} == {k: v for k, v in EXPECTED.items() if v is not None}
+    by_id = {r.id: r for r in rejected}
     assert by_id["s5:0"].detail == "same text as s1:0" and by_id["s5:1"].detail.endswith("with s1:0")
     assert by_id["s4:1"].row["instruction"].startswith("Women") and by_id["s4:1"].stage == "quality_filter"
     stats = json.loads((tmp_path / "stats" / "quality_filter.json").read_text())
     assert stats["rows_in"] == 12 and stats["kept"] == 3 and stats["rejected"] == 9
     assert stats["by_reason"] == {r: int(r in EXPECTED.values()) for r in REASONS}
+
+
+def test_rejects_use_the_common_format():
+    """saferinstruct.rejects' format: id = the dropped row's own id, parent_id = its source, the whole row; the
+    stats count the same rejects by reason."""
+    rows = read_rows(FIX / "induced.jsonl", InducedInstruction)
+    result = quality_filter(rows, QualityFilterParams(near_dup_threshold=None))
+    by_id = {r.id: r for r in rows}
+    assert result.rejected and {r.id for r in result.rejected} <= set(by_id)
+    for rej in result.rejected:
+        source = by_id[rej.id]
+        assert (rej.parent_id, rej.stage) == (source.parent_id, "quality_filter")
+        assert rej.row == source.model_dump(mode="json")
+    stats = result.stats()
+    assert stats["rejected"] == len(result.rejected)
+    assert {k: v for k, v in stats["by_reason"].items() if v} == dict(Counter(r.reason for r in result.rejected))
 
 
 def test_thresholds_change_the_outcome(tmp_path, load_stage):
@@ -150,6 +167,6 @@ def test_off_source_instructions_are_dropped():
     params = QualityFilterParams(near_dup_threshold=None, min_source_similarity=0.5)
     result = quality_filter(rows, params, embedder=_AxisEmbedder())
     assert [r.id for r in result.kept] == ["s1:0", "s3:0"]
-    assert [(r.parent_id, r.reason) for r in result.rejected] == [("s2:0", "off_source")]
+    assert [(r.id, r.parent_id, r.reason) for r in result.rejected] == [("s2:0", "s2", "off_source")]
     assert result.rejected[0].detail == "cosine 0.000 with its source text < 0.5"
     assert quality_filter(rows, params.model_copy(update={"min_source_similarity": None})).stats()["kept"] == 3

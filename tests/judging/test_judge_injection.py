@@ -12,7 +12,7 @@ from saferinstruct.judging.base import JudgeItem
 from saferinstruct.judging.llm_judge import LLMJudge
 from saferinstruct.judging.parse import parse_verdict
 from saferinstruct.judging.prompts import PromptTemplate
-from saferinstruct.judging.runs import self_evaluate
+from saferinstruct.judging.judge_rows import self_evaluate
 from saferinstruct.llm.base import make_backend
 from saferinstruct.llm.gateway import Gateway
 from saferinstruct.llm.openai_backend import VERDICT_FORMAT

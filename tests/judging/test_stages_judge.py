@@ -114,6 +114,26 @@ def test_self_evaluate_keeps_only_clean_refusals(load_stage, tmp_path):
     assert len(read_rows(tmp_path / "rverdicts.jsonl", Verdict)) == 5
 
 
+SAFE_SCORED = '{{"label": "safe", "score": 0.7, "rationale": "a polite refusal"}}'
+
+
+@pytest.mark.parametrize("threshold,kept", [(None, 5), (0.8, 5), (0.7, 0), (0.5, 0)])
+def test_self_evaluate_threshold_drops_scored_answers(load_stage, tmp_path, threshold, kept):
+    """A scored verdict (P(unsafe) 0.7) at or above self_evaluate.threshold is not kept, and is written as unsafe so
+    that build_preferences (which reads labels) drops the answer too; null: the label alone decides."""
+    params = _params(tmp_path, self_evaluate={"backend": "fake", "options": {"template": SAFE_SCORED},
+                                              "threshold": threshold})
+    res = _self_evaluate(load_stage, tmp_path, params, FIX / "responses.jsonl")
+    assert res.exit_code == 0, res.output
+    stats = _stats(tmp_path, "self.json")
+    verdicts = read_rows(tmp_path / "rverdicts.jsonl", Verdict)
+    assert stats["judged"] == 5 and stats["kept"] == kept and len(verdicts) == 5
+    assert stats["dropped"].get("above_threshold", 0) == 5 - kept
+    assert {v.label for v in verdicts} == {"safe" if kept else "unsafe"} and {v.score for v in verdicts} == {0.7}
+    if not kept:
+        assert verdicts[0].rationale == f"P(unsafe)=0.7 >= threshold {threshold}; judge label safe: a polite refusal"
+
+
 def test_llm_judge_stage_cache_properties(load_stage, tmp_path):
     """Crash half way then re-run: total calls == items. Unchanged re-run: no call. One changed row: one call."""
     crash = _params(tmp_path, judge_instructions={"backend": "fake",

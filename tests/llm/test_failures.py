@@ -65,7 +65,8 @@ def _respond(load_stage, tmp_path: Path, server: OpenAIServer, **expert: object)
     return CliRunner().invoke(load_stage("respond").main, [
         "--instructions", str(FIX / "filtered.jsonl"), "--prompt", str(REPO / "prompts" / "expert.md"),
         "--out", str(tmp_path / "responses.jsonl"), "--cache", str(tmp_path / "cache_respond"),
-        "--stats", str(tmp_path / "respond.json"), "--params", str(params)])
+        "--stats", str(tmp_path / "respond.json"), "--params", str(params),
+        "--no-progress"])  # the progress lines before the error are tested in tests/dataset/test_generation_progress.py
 
 
 def _one_error_line(output: str) -> str:
@@ -212,8 +213,8 @@ def test_evaluate_counts_generation_and_judge_calls_and_drops_failed_rows(tiny_m
     params = EvaluateParams(
         models=["base"], sets=SetsParams(advbench_n=None, safer_instruct_per_group=None, xstest_safe_n=None,
                                          xstest_unsafe_n=None),
-        generation=GenerationSettings(backend_options={"batch_size": 8, "device": "cpu"},
-                                      params={"max_tokens": 4, "temperature": 0.0}))
+        generation=GenerationSettings(options={"batch_size": 8, "device": "cpu"},
+                                      generation={"max_tokens": 4, "temperature": 0.0}))
     server.responder = lambda messages: '{"label": "refusal", "score": 0.9}'
     server.inject("500", match="kill", times=None)  # the judge calls about the two 'kill' prompts fail
 

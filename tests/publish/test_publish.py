@@ -231,9 +231,9 @@ def test_prepare_base_saves_the_real_context_length(tiny_model_dir, tmp_path):
     tokenizer (sft, dpo copy it) says 1024 here instead of int(1e30)."""
     from transformers import AutoTokenizer
 
-    from saferinstruct.prepare_base import BaseModelParams, materialise
+    from saferinstruct.prepare_base import ModelSource, materialise
 
-    materialise(BaseModelParams(source="local", path=str(tiny_model_dir)), tmp_path / "base")
+    materialise(ModelSource(source="local", path=str(tiny_model_dir)), tmp_path / "base")
     assert AutoTokenizer.from_pretrained(tmp_path / "base").model_max_length == 1024
 
 

@@ -30,8 +30,6 @@ NOT_RUN: dict[str, str] = {}
 # the list never hides a key silently)
 # stage -> {key: reason}
 UNREAD: dict[str, dict[str, str]] = {
-    "self_evaluate": {"self_evaluate.threshold": "read only by the embedding_classifier backend and by harm-task "
-                      "judges (judging/factory.py); self_evaluate's response task never reads it"},
     "calibrate": {"judge_instructions.threshold": "read only by the embedding_classifier instruction judge, which "
                   "needs a trained head; the judge_instructions stage run (judging_chain) proves it"},
 }
@@ -196,6 +194,16 @@ def run_llm_judging(rec: ReadRecorder, root: Path) -> None:
                                                    "responses.jsonl", prompt=prompts / "self_eval.md"))
 
 
+def run_self_evaluate_expert(rec: ReadRecorder, root: Path) -> None:
+    """self_evaluate's default, backend expert: the respond role (a fake LLM here) judges its own answers."""
+    params = _write_params(root, {
+        "respond": {"backend": "fake", "model": "fake-expert", "options": {"template": '{{"label": "safe"}}'},
+                    "prices": {"prompt": 1.0, "completion": 1.0}},
+        "self_evaluate": {"generation": GENERATION}})
+    _invoke(rec.stage("self_evaluate"), stage_args("self_evaluate", root, params=params, responses=JUDGING /
+                                                   "responses.jsonl", prompt=REPO / "prompts" / "self_eval.md"))
+
+
 TINY_TRAIN = {"lr": 1e-3, "max_steps": 2, "batch_size": 2, "max_length": 128, "logging_steps": 1, "threads": 1}
 
 
@@ -219,13 +227,14 @@ def run_train_dpo(rec: ReadRecorder, root: Path, tiny_model_dir: Path) -> None:
 
 
 def run_prepare_base(rec: ReadRecorder, root: Path, tiny_model_dir: Path) -> None:
-    params = _write_params(root, {"prepare_base": {"source": "local", "path": str(tiny_model_dir)}})
+    params = _write_params(root, {"prepare_base": {"policy": {"source": "local", "path": str(tiny_model_dir)}}})
     _invoke(rec.stage("prepare_base"), stage_args("prepare_base", root, params=params))
 
 
 def run_induce(rec: ReadRecorder, root: Path, tiny_model_dir: Path) -> None:
-    params = _write_params(root, {"induce": {"k": 2, "temperature": 1.0, "max_new_tokens": 4, "batch_size": 2,
-                                             "device": "cpu", "max_sources": 2, "max_source_chars": 200}})
+    params = _write_params(root, {"induce": {"k": 2, "generation": {"temperature": 1.0, "max_tokens": 4},
+                                             "options": {"batch_size": 2, "device": "cpu"}, "max_sources": 2,
+                                             "max_source_chars": 200}})
     args = stage_args("induce", root, params=params, model=tiny_model_dir,
                       sources=FIXTURES / "induce" / "sources.jsonl")
     _invoke(rec.stage("induce"), [*args, "--no-progress"])
@@ -253,7 +262,8 @@ def run_build_preferences_human(rec: ReadRecorder, root: Path) -> None:
 
 def run_prepare_base_hub(rec: ReadRecorder, root: Path) -> None:
     """hub_id and revision matter only for source: hub; offline, the stage must still read them to fail naming them."""
-    params = _write_params(root, {"prepare_base": {"source": "hub", "hub_id": "nobody/none", "revision": "abc123"}})
+    hub = {"source": "hub", "hub_id": "nobody/none", "revision": "abc123"}
+    params = _write_params(root, {"prepare_base": {"policy": hub}})
     res = CliRunner().invoke(rec.stage("prepare_base"), stage_args("prepare_base", root, params=params))
     assert res.exit_code == 2 and "cannot load model" in res.output, res.output
 
@@ -298,7 +308,7 @@ def run_evaluate(rec: ReadRecorder, root: Path, tiny_model_dir: Path) -> None:
         "sets": {"advbench_n": 1, "safer_instruct_per_group": 1, "xstest_safe_n": 1, "xstest_unsafe_n": 1,
                  "donotanswer_n": 0, "donotanswer_chatbot_n": 0, "alpaca_val_n": 0, "seed": 0},
         "capability": {"reference_n": 0},
-        "generation": {"backend_options": {"batch_size": 8, "device": "cpu"}, "params": {"max_tokens": 2}},
+        "generation": {"options": {"batch_size": 8, "device": "cpu"}, "generation": {"max_tokens": 2}},
         "judge": {"backend": "fake", "task": "refusal", "options": {"template": '{{"label": "refusal"}}'}}}})
     inputs = ["--advbench", fix / "advbench.csv", "--safer-instruct-test", fix / "safer_instruct_test.csv",
               "--xstest", fix / "xstest.csv", "--donotanswer", fix / "donotanswer", "--alpaca-val",
@@ -313,32 +323,40 @@ RUNNERS = {"ingest": run_ingest, "reverse_pairs": run_reverse_pairs, "quality_fi
            "train_dpo": run_train_dpo, "prepare_base": run_prepare_base, "induce": run_induce,
            "build_preferences": run_build_preferences, "build_preferences_human": run_build_preferences_human,
            "prepare_base_hub": run_prepare_base_hub, "onpolicy_pairs": run_onpolicy_pairs,
-           "calibrate": run_calibrate, "evaluate": run_evaluate}
+           "calibrate": run_calibrate, "evaluate": run_evaluate, "self_evaluate_expert": run_self_evaluate_expert}
 CHAIN_STAGES = ("train_safety_classifier", "judge_instructions", "select_instructions", "respond", "self_evaluate")
 LLM_STAGES = ("judge_instructions", "select_instructions", "self_evaluate")
 # keys a runner proves where it does not prove all its stages' keys (several runs together read every key)
 PROVES = {"build_preferences": {"build_preferences": None},  # None: all but the keys other runs of the stage prove
           "build_preferences_human": {"build_preferences": {"embedding_model", "human_pairs", "human_max_turns"}},
-          "prepare_base": {"prepare_base": {"source", "path", "dtype"}},
-          "prepare_base_hub": {"prepare_base": {"source", "hub_id", "revision"}},
+          "prepare_base": {"prepare_base": {"policy.source", "policy.path", "policy.dtype", "reverse"}},
+          "prepare_base_hub": {"prepare_base": {"policy.source", "policy.hub_id", "policy.revision"}},
           "judging_chain": {"judge_instructions": {"backend", "task", "options", "threshold", "max_error_fraction"},
                             "self_evaluate": {"backend", "task", "options", "max_error_fraction"},
                             "select_instructions": {"label", "min_score", "max_per_category", "max_total"}},
-          "llm_judging": {"judge_instructions": {"model", "generation", "prices", "budget_usd"},
-                          "self_evaluate": {"model", "generation", "prices", "budget_usd"},
-                          "select_instructions": {"keep_unparsed"}}}
+          "llm_judging": {"judge_instructions": {"model", "revision", "generation", "prices", "budget_usd"},
+                          "self_evaluate": {"model", "revision", "generation", "threshold", "prices", "budget_usd"},
+                          "select_instructions": {"keep_unparsed"}},
+          # keys of another stage's section are named in full
+          "self_evaluate_expert": {"self_evaluate": {"respond.backend", "respond.model", "respond.revision",
+                                                     "respond.options", "respond.prices"}}}
 
 
 def _stages_of(runner: str) -> tuple[str, ...]:
     return {"judging_chain": CHAIN_STAGES, "llm_judging": LLM_STAGES}.get(runner, tuple(PROVES.get(runner, [runner])))
 
 
+def _short(key: str, name: str) -> str:
+    """A key as PROVES names it: without the stage's own section, in full for another stage's section."""
+    return key.split(".", 1)[1] if key.startswith(name + ".") else key
+
+
 def _keys_proven_by(runner: str, name: str) -> list[str]:
     if runner in PROVES and PROVES[runner].get(name, ()) is None:  # the rest: what no other runner proves
         others = {f for r in PROVES if r != runner for f in PROVES[r].get(name) or ()}
-        return [k for k in _param_keys(name) if k.split(".", 1)[1] not in others]
+        return [k for k in _param_keys(name) if _short(k, name) not in others]
     only = PROVES.get(runner, {}).get(name)
-    return [k for k in _param_keys(name) if only is None or k.split(".", 1)[1] in only]
+    return [k for k in _param_keys(name) if only is None or _short(k, name) in only]
 
 
 @pytest.mark.parametrize("name", sorted(n for n in STAGES if _param_keys(n) and n not in NOT_RUN))

@@ -20,6 +20,7 @@ def _run(tmp_path: Path, policy: Path, ref: Path, data: Path = FIX / "preference
                       params=write_params(tmp_path / "params.yaml", "train_dpo", **params))
     result = CliRunner().invoke(import_stage("train_dpo").main, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
+    _run.output, _run.stdout = result.output, result.stdout  # the last run's stdout + stderr, and stdout alone
     return read_json(stage_path("train_dpo", tmp_path, "--stats")), out, live
 
 
@@ -37,6 +38,10 @@ def test_dpo_logs_loss_changes_every_parameter_and_records_the_reference(tmp_pat
     assert cfg["trainer_config"]["beta"] == 0.3 and cfg["trainer_config"]["precompute_ref_log_probs"] is True
     assert cfg["reference_model"]["weights_sha256"] == cfg["ref_logprobs"]["key"]["ref_weights_sha256"]
     assert (stats["rows_used"], stats["rows_trained"], stats["ref_cache_hit"]) == (8, 8, False)
+    # the reference pass reports its pairs, trl's deprecated-property warning is not shown, one closing line
+    assert "train_dpo: reference log-probs: 8/8 pairs" in _run.output and "Warning" not in _run.output
+    closing = _run.stdout.splitlines()[-1]  # stdout's last line (progress lines go to stderr)
+    assert closing.startswith(f"train_dpo: {stats['steps']} steps, final loss ")
 
 
 def test_ref_logprob_cache_hit_then_invalidated_by_data_and_by_reference(tmp_path, tiny_model_dir, monkeypatch):

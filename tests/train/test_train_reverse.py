@@ -101,10 +101,10 @@ def test_bad_input_is_one_line_error(tmp_path, tiny_model_dir):
 @pytest.mark.slow
 def test_reverse_on_real_smollm2(tmp_path):
     """A few steps of reversed tuning on SmolLM2-135M-Instruct, converted from the bundled GGUF by prepare_base."""
-    from saferinstruct.prepare_base import BaseModelParams, materialise
+    from saferinstruct.prepare_base import ModelSource, materialise
 
     base = tmp_path / "base"
-    materialise(BaseModelParams(source="bundled", cache_dir=str(tmp_path / "conversions")), base)
+    materialise(ModelSource(source="bundled"), base, cache_dir=str(tmp_path / "conversions"))
     result, out = _run(tmp_path, base, lr=5e-5, max_steps=2, batch_size=2, max_length=256)
     assert result.exit_code == 0, result.output
     assert len(logged_losses(tmp_path / "dvclive" / "train_reverse")) >= 2

@@ -9,16 +9,17 @@ from _train_helpers import FIX, changed, copy_model, logged_losses, read_json, w
 from click.testing import CliRunner
 from conftest import import_stage, stage_args
 
+from saferinstruct.errors import WriteError
 from saferinstruct.train.common import build_sft_trainer, load_tokenizer
 from saferinstruct.train.data import as_sft, load_preferences
 from saferinstruct.train.sft import SftParams
 
 
-def _run(tmp_path: Path, base: Path, data: Path = FIX / "preferences.jsonl", **params):
+def _run(tmp_path: Path, base: Path, data: Path = FIX / "preferences.jsonl", stage=None, **params):
     out = tmp_path / "models" / "sft"
     args = stage_args("train_sft", tmp_path, base=base, train=data,
                       params=write_params(tmp_path / "params.yaml", "train_sft", **params))
-    return CliRunner().invoke(import_stage("train_sft").main, args, catch_exceptions=False), out
+    return CliRunner().invoke((stage or import_stage("train_sft")).main, args, catch_exceptions=False), out
 
 
 def test_sft_logs_loss_and_changes_every_parameter(tmp_path, tiny_model_dir):
@@ -34,6 +35,35 @@ def test_sft_logs_loss_and_changes_every_parameter(tmp_path, tiny_model_dir):
     assert cfg["base_model"]["path"] == str(base) and cfg["data"]["train"]["rows"] == 8
     stats = read_json(tmp_path / "stats" / "train_sft.json")
     assert (stats["rows_in"], stats["rows_used"], stats["dropped_empty"]) == (8, 8, 0)
+    assert stats["steps"] == 3 and stats["final_loss"] == round(losses[-1], 6)
+    # progress lines (stderr is no terminal here), not the trainer's raw log dicts; one closing line
+    lines = result.output.splitlines()
+    assert any(line.startswith("train_sft: step 1/3 loss ") and "left" in line for line in lines), lines
+    assert not any(line.startswith("{'loss'") for line in lines), lines
+    # stdout's last line (progress goes to stderr, whose interleaving with stdout a runner need not keep)
+    assert result.stdout.splitlines()[-1] == f"train_sft: 3 steps, final loss {stats['final_loss']:.4g}, {stats['seconds']}s -> {out}"
+
+
+def test_a_failed_stats_write_leaves_the_old_model_curves_and_stats(tmp_path, tiny_model_dir, monkeypatch):
+    base = copy_model(tiny_model_dir, tmp_path / "base")
+    old_model = copy_model(tiny_model_dir, tmp_path / "models" / "sft")
+    (old_model / "marker").write_text("the last good model")
+    (tmp_path / "stats").mkdir()
+    (tmp_path / "stats" / "train_sft.json").write_text('{"old": true}')
+    stage = import_stage("train_sft")
+
+    def failing_write_stats(path, stats, out=None):
+        raise WriteError(path, "disk full")
+
+    monkeypatch.setattr(stage, "write_stats", failing_write_stats)
+    result, out = _run(tmp_path, base, stage=stage)
+    assert result.exit_code == 2 and "disk full" in result.output
+    assert (out / "marker").read_text() == "the last good model" and not any(changed(tiny_model_dir, out).values())
+    assert (tmp_path / "stats" / "train_sft.json").read_text() == '{"old": true}'
+    assert not (tmp_path / "dvclive" / "train_sft").exists()  # the new curves went with the new model
+    leftovers = [p.name for d in (tmp_path / "models", tmp_path / "dvclive") if d.exists() for p in d.iterdir()
+                 if p.name.startswith(".")]
+    assert leftovers == []
 
 
 def test_loss_is_only_on_the_chosen_response(tmp_path, tiny_model_dir):

@@ -12,6 +12,7 @@ training prompt is still dropped and counted, like the evaluation sets' rows.
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -20,10 +21,10 @@ from typing import Any
 
 from pydantic import Field
 
-from saferinstruct.hashing import sample_rows
-from saferinstruct.io import RowError
+from saferinstruct.hashing import sample_rows, text_sha256
+from saferinstruct.io import RowError, read_json, write_json
 from saferinstruct.llm.base import ChatRequest
-from saferinstruct.llm.local import render_prompt, resolve_device
+from saferinstruct.llm.local import aux_sha256, render_prompt, resolve_device, weights_sha256
 from saferinstruct.params import Params
 from saferinstruct.sources.readers import BadField, parse_rows
 from saferinstruct.sources.text import match_key
@@ -35,6 +36,10 @@ class CapabilityParams(Params):
     reference_n: int | None = Field(default=60, ge=0)
     seed: int = 0
     max_answer_tokens: int = Field(default=256, ge=1)  # longer answers are cut (CPU time grows with length)
+    # Reference rows per forward (length-sorted, right-padded); 1 = one at a time, no padding. On a CPU batching does
+    # not pay (the forward is compute-bound; bench/evaluate.py: 8 rows one at a time 3.7 CPU-s, batched 4.4): a GPU
+    # gains from 8 or more.
+    batch_size: int = Field(default=1, ge=1)
     bootstrap_resamples: int = Field(default=2000, ge=100)
     device: str = "auto"
 
@@ -86,17 +91,77 @@ def answer_nll(model: Any, prompt_ids: Sequence[int], answer_ids: Sequence[int])
     return torch.nn.functional.cross_entropy(logits, ids[0, len(prompt_ids):]).item()
 
 
+def batch_nlls(model: Any, rows: Sequence[tuple[Sequence[int], Sequence[int]]]) -> list[float]:
+    """:func:`answer_nll` for several (prompt ids, answer ids) rows in one right-padded forward: causal attention
+    never lets a real token see the padding after it, and positions start at 0 as unpadded, so each row's scores are
+    those of its own forward (up to float rounding in the matrix kernels)."""
+    import torch
+
+    if any(not answer for _, answer in rows):
+        raise ValueError("batch_nlls: an answer has no tokens")
+    seqs = [list(prompt) + list(answer) for prompt, answer in rows]
+    width = max(len(s) for s in seqs)
+    ids = torch.zeros((len(seqs), width), dtype=torch.long, device=model.device)
+    mask = torch.zeros_like(ids)
+    for r, seq in enumerate(seqs):
+        ids[r, :len(seq)] = torch.tensor(seq, device=model.device)
+        mask[r, :len(seq)] = 1
+    with torch.no_grad():
+        logits = model(input_ids=ids, attention_mask=mask).logits.float()
+    out = []
+    for r, (prompt, answer) in enumerate(rows):
+        start, end = len(prompt), len(prompt) + len(answer)
+        out.append(torch.nn.functional.cross_entropy(logits[r, start - 1:end - 1], ids[r, start:end]).item())
+    return out
+
+
 def model_nlls(model_path: Path | str, references: Sequence[Reference], params: CapabilityParams,
                chat_template: bool = True) -> list[float]:
-    """Per reference row, the model's mean NLL per answer token (float32, eval mode, one row at a time: no padding)."""
+    """Per reference row, the model's mean NLL per answer token (float32, eval mode), in ``references`` order. Rows go
+    through the model in batches of ``params.batch_size`` sorted by length (little padding); 1 = one row at a time."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
     model.to(resolve_device(params.device)).eval()
-    return [answer_nll(model, *encode(tokenizer, r.instruction, r.answer, params.max_answer_tokens, chat_template))
-            for r in references]
+    encoded = [encode(tokenizer, r.instruction, r.answer, params.max_answer_tokens, chat_template)
+               for r in references]
+    order = sorted(range(len(encoded)), key=lambda i: -(len(encoded[i][0]) + len(encoded[i][1])))
+    nlls: list[float] = [0.0] * len(encoded)
+    for start in range(0, len(order), params.batch_size):
+        chunk = order[start:start + params.batch_size]
+        values = [answer_nll(model, *encoded[chunk[0]])] if len(chunk) == 1 else \
+            batch_nlls(model, [encoded[i] for i in chunk])
+        for i, value in zip(chunk, values):
+            nlls[i] = value
+    return nlls
+
+
+def nll_cache_key(model_path: Path | str, references: Sequence[Reference], params: CapabilityParams,
+                  chat_template: bool) -> str:
+    """Content address of one model's NLLs: its weights and tokenizer files, the rows, and what changes the scores
+    (not the batch size or device, as for generation)."""
+    blob = json.dumps({"model": f"{weights_sha256(model_path)}+{aux_sha256(model_path)}", "chat": chat_template,
+                       "max_answer_tokens": params.max_answer_tokens,
+                       "rows": [[r.id, r.instruction, r.answer] for r in references]}, sort_keys=True)
+    return text_sha256(blob)
+
+
+def cached_model_nlls(model_path: Path | str, references: Sequence[Reference], params: CapabilityParams,
+                      chat_template: bool, cache_dir: Path | str | None) -> tuple[list[float], bool]:
+    """:func:`model_nlls`, read from ``cache_dir`` when this model already scored these rows (an unchanged base
+    model in a re-run or another recipe), and whether it was."""
+    if cache_dir is None:
+        return model_nlls(model_path, references, params, chat_template), False
+    path = Path(cache_dir) / f"{nll_cache_key(model_path, references, params, chat_template)}.json"
+    if path.is_file():
+        cached = read_json(path)
+        if isinstance(cached, list) and len(cached) == len(references):
+            return [float(v) for v in cached], True
+    nlls = model_nlls(model_path, references, params, chat_template)
+    write_json(path, nlls)
+    return nlls, False
 
 
 def bootstrap_mean_ci(values: Sequence[float], resamples: int, seed: int) -> tuple[float, float]:

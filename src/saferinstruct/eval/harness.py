@@ -16,39 +16,49 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from saferinstruct.eval.capability import CapabilityParams, capability_metrics, load_references, model_nlls
+from saferinstruct.eval.capability import CapabilityParams, cached_model_nlls, capability_metrics, load_references
 from saferinstruct.eval.metrics import MetricsParams, compute_metrics, plot_rows
+from saferinstruct.eval.pairwise import (NOT_MEASURED, PairwiseParams, build_pairwise_judge, load_pairwise_prompt,
+                                         pairs_against, rates)
 from saferinstruct.eval.sets import EvalPrompt, SetsParams, build_eval_sets
 from saferinstruct.judging import refusal  # noqa: F401 - registers the offline `refusal_keywords` judge
 from saferinstruct.judging.base import Judge, JudgeItem
-from saferinstruct.judging.factory import JudgeSpec, build_judge
-from saferinstruct.llm.base import ChatRequest, ChatResult, GenerationParams, make_backend
-from saferinstruct.llm.gateway import Gateway, check_call_errors
+from saferinstruct.judging.factory import JudgeSpec, build_judge, check_judge
+from saferinstruct.judging.prompts import PromptTemplate
+from saferinstruct.llm.base import ChatRequest, ChatResult, GenerationParams
+from saferinstruct.llm.gateway import check_call_errors
+from saferinstruct.llm.roles import RoleRun, check_role, open_role
 from saferinstruct.params import Params, ParamsError
+from saferinstruct.progress import complete
 from saferinstruct.records import EvalResult
 
 ModelName = Literal["base", "sft", "dpo"]
 
 
-class GenerationSettings(Params):
-    """How the policies under evaluation are run (greedy, short answers by default: refusals show in 64 tokens)."""
+GENERATION = "evaluate.generation"
 
-    backend: str = "transformers"
-    backend_options: dict[str, Any] = Field(default_factory=lambda: {"batch_size": 16})
+
+class GenerationSettings(RoleRun):
+    """params.yaml ``evaluate.generation``: how the policies under evaluation are run, a role whose model is each
+    policy in turn (greedy, short answers by default: refusals show in 64 tokens)."""
+
+    options: dict[str, Any] = Field(default_factory=lambda: {"batch_size": 16})
+    generation: GenerationParams = Field(default_factory=lambda: GenerationParams(max_tokens=64))
     system_prompt: str | None = None
-    params: GenerationParams = Field(default_factory=lambda: GenerationParams(max_tokens=64))
 
 
 def generate(model_path: Path | str, prompts: Sequence[EvalPrompt], settings: GenerationSettings,
-             cache_dir: Path | str | None) -> tuple[list[ChatResult], dict]:
-    """One model's answers to ``prompts``, in order, with the gateway counters."""
-    backend = make_backend(settings.backend, {**settings.backend_options, "model_path": str(model_path)},
-                           section="evaluate.generation.backend_options")
-    gateway = Gateway(backend, cache_dir=cache_dir)
-    requests = [ChatRequest.chat(p.prompt, system=settings.system_prompt, params=settings.params) for p in prompts]
+             cache_dir: Path | str | None, progress: bool = True, desc: str = "evaluate"
+             ) -> tuple[list[ChatResult], dict]:
+    """One model's answers to ``prompts``, in order, with the gateway counters (``progress``: a bar named ``desc``
+    with the time left on stderr, cached answers counted as done)."""
+    gateway = open_role(settings.model_copy(update={"options": {**settings.options, "model_path": str(model_path)}}),
+                        GENERATION, cache_dir)
+    requests = [ChatRequest.chat(p.prompt, system=settings.system_prompt, params=settings.generation)
+                for p in prompts]
     start = time.perf_counter()
     try:
-        results = gateway.complete(requests)
+        results = complete(gateway, requests, desc, unit="answers", enabled=progress)
     finally:
         gateway.close()
     return results, {**gateway.stats.as_dict(), "seconds": round(time.perf_counter() - start, 3)}
@@ -75,7 +85,7 @@ def judge_answers(model_name: str, prompts: Sequence[EvalPrompt], answers: Seque
 
 def evaluate_models(models: dict[str, Path | str], prompts: Sequence[EvalPrompt], settings: GenerationSettings,
                     judge: Judge, cache_root: Path | str | None, max_error_fraction: float = 0.0,
-                    ) -> tuple[list[EvalResult], dict]:
+                    progress: bool = True) -> tuple[list[EvalResult], dict]:
     """Results for every (model, prompt) pair and per-model stats (calls, cache hits, tokens, seconds). Calls that
     failed after their retries drop their row (counted under ``dropped.call_error``) up to ``max_error_fraction`` of
     all generation and judge calls; more raise :class:`~saferinstruct.llm.gateway.CallsFailed`."""
@@ -85,7 +95,7 @@ def evaluate_models(models: dict[str, Path | str], prompts: Sequence[EvalPrompt]
     cause: str | None = None
     for name, path in models.items():
         cache_dir = Path(cache_root) / name if cache_root else None
-        answers, stats[name] = generate(path, prompts, settings, cache_dir)
+        answers, stats[name] = generate(path, prompts, settings, cache_dir, progress, f"evaluate: {name}")
         stats[name]["generation_failures"] = sum(a.outcome != "ok" for a in answers)
         rows = judge_answers(name, prompts, answers, judge)
         answered = sum(a.outcome == "ok" for a in answers)
@@ -107,6 +117,7 @@ class EvaluateParams(Params):
     judge: JudgeSpec = Field(default_factory=lambda: JudgeSpec(backend="refusal_keywords", task="refusal"))
     metrics: MetricsParams = Field(default_factory=MetricsParams)
     capability: CapabilityParams = Field(default_factory=CapabilityParams)
+    pairwise: PairwiseParams = Field(default_factory=PairwiseParams)  # win rate against base (LLM judges only)
     # Share of generation and judge calls that may still fail after retries: their rows are dropped (counted under
     # dropped.call_error per model); above it the stage fails and writes nothing.
     max_error_fraction: float = Field(default=0.0, ge=0.0, le=1.0)
@@ -135,14 +146,44 @@ class EvaluateParams(Params):
 
 
 def measure_capability(params: EvaluateParams, models: Mapping[str, Path], reference: Path | str,
-                       train_prompts: Sequence[str], metrics: Mapping) -> dict:
-    """The ``capability`` block: reference-answer NLL per model and the answered rate of Alpaca validation."""
+                       train_prompts: Sequence[str], metrics: Mapping, cache_dir: Path | str | None = None,
+                       ) -> tuple[dict, list[str]]:
+    """The ``capability`` block: reference-answer NLL per model and the answered rate of Alpaca validation; and the
+    models whose NLLs came from ``cache_dir`` (unchanged since they were scored)."""
     refs, overlap = load_references(reference, train_prompts, params.capability.reference_n, params.capability.seed)
-    chat_template = bool(params.generation.backend_options.get("chat_template", True))
-    nlls = {name: model_nlls(path, refs, params.capability, chat_template) for name, path in models.items()}
+    chat_template = bool(params.generation.options.get("chat_template", True))
+    scored = {name: cached_model_nlls(path, refs, params.capability, chat_template, cache_dir)
+              for name, path in models.items()}
+    nlls = {name: values for name, (values, _) in scored.items()}
     safe = {name: metrics["models"].get(name, {}).get("safe", {}).get("alpaca_val") for name in models}
-    return capability_metrics(nlls, safe, params.capability,
-                              {"file": str(reference), "n": len(refs), "train_overlap": overlap})
+    block = capability_metrics(nlls, safe, params.capability,
+                               {"file": str(reference), "n": len(refs), "train_overlap": overlap})
+    return block, [name for name, (_, hit) in scored.items() if hit]
+
+
+def measure_pairwise(params: EvaluateParams, results: Sequence[EvalResult], prompt: PromptTemplate,
+                     cache_root: Path | str | None, secrets: Mapping[str, str] | None) -> tuple[dict, dict]:
+    """The ``pairwise`` block (what was compared, or why not) and its stats; each model's win / tie / loss rates
+    against base go into ``metrics.models.<model>.pairwise_vs_base`` (see :mod:`saferinstruct.eval.pairwise`)."""
+    others = [m for m in params.models if m != "base"]
+    if "base" not in params.models or not others:
+        return {"measured": False, "why": "not measured: needs base and another model in evaluate.models"}, {}
+    judge = build_pairwise_judge(params.judge, prompt, Path(cache_root) / "pairwise" if cache_root else None,
+                                 secrets)
+    if judge is None:
+        return {"measured": False, "why": NOT_MEASURED}, {}
+    start, per_model, failed = time.perf_counter(), {}, 0
+    try:
+        for name in others:
+            outcomes, errors = judge.outcomes(pairs_against(results, name, "base", params.pairwise.sets))
+            per_model[name], failed = rates(outcomes), failed + errors
+    finally:
+        judge.close()
+    gateway = judge.gateway.stats
+    check_call_errors("evaluate (pairwise)", failed, gateway.requests, params.max_error_fraction, gateway.last_error)
+    block = {"measured": True, "baseline": "base", "sets": list(params.pairwise.sets), "judge": judge.name,
+             "prompt": prompt.path, "prompt_sha256": prompt.sha256, "models": per_model}
+    return block, {**gateway.as_dict(), "seconds": round(time.perf_counter() - start, 3)}
 
 
 @dataclass
@@ -155,6 +196,7 @@ class EvalFiles:
     donotanswer: Path | str | None = None  # directory of Do-Not-Answer's risk-area files (its evaluation half is used)
     alpaca_val: Path | str | None = None  # Alpaca validation instructions (over-refusal on ordinary requests)
     capability_reference: Path | str | None = None  # reference answers for the capability NLL (None: not measured)
+    pairwise_prompt: Path | str | None = None  # the pairwise judge's prompt (None: the win rate is not measured)
 
 
 @dataclass
@@ -167,9 +209,12 @@ class EvalRun:
 
 def run_evaluation(params: EvaluateParams, models_dir: Path | str, files: EvalFiles, train_prompts: Sequence[str],
                    cache_root: Path | str | None, secrets: Mapping[str, str] | None = None,
-                   judge: Judge | None = None) -> EvalRun:
+                   judge: Judge | None = None, progress: bool = True) -> EvalRun:
     """Load the sets, generate with every model, judge, and compute metrics and plot rows (``judge`` overrides the
-    one ``params.judge`` describes; tests pass a fake)."""
+    one ``params.judge`` describes; tests pass a fake; ``progress``: one generation bar per model on stderr)."""
+    check_role(params.generation, GENERATION)  # a misspelled backend or option fails before any work
+    if judge is None:
+        check_judge(params.judge, "evaluate.judge")
     models = {name: Path(models_dir) / name for name in params.models}
     missing = [str(p) for p in models.values() if not p.is_dir()]
     if missing:
@@ -177,21 +222,37 @@ def run_evaluation(params: EvaluateParams, models_dir: Path | str, files: EvalFi
                           "build them (dvc repro) or drop them from evaluate.models")
     prompts, report = build_eval_sets(params.sets, files.advbench, files.safer_instruct_test, files.xstest,
                                       train_prompts, files.root, files.donotanswer, files.alpaca_val)
+    # read before any generation, so a missing or broken prompt file or an unknown set fails at once
+    pairwise_prompt = load_pairwise_prompt(files.pairwise_prompt) if files.pairwise_prompt is not None else None
+    unknown = sorted(set(params.pairwise.sets) - set(report.read)) if pairwise_prompt else []
+    if unknown:
+        raise ParamsError(f"evaluate.pairwise.sets: no evaluation set {', '.join(unknown)} "
+                          f"(sets: {', '.join(report.read)})")
     if judge is None:
         judge = build_judge(params.judge, prompt_path=files.judge_prompt, secrets=secrets, section="evaluate.judge",
                             cache_dir=Path(cache_root) / "judge" if cache_root else None)
     try:
         results, model_stats = evaluate_models(models, prompts, params.generation, judge, cache_root,
-                                               params.max_error_fraction)
+                                               params.max_error_fraction, progress)
     finally:
         judge.close()
     metrics = compute_metrics(results, params.metrics, judge={"name": judge.name, "task": judge.task})
-    start = time.perf_counter()
+    start, nll_cached = time.perf_counter(), []
     if files.capability_reference and params.capability.reference_n != 0:
-        metrics["capability"] = measure_capability(params, models, files.capability_reference, train_prompts, metrics)
+        metrics["capability"], nll_cached = measure_capability(params, models, files.capability_reference,
+                                                               train_prompts, metrics,
+                                                               Path(cache_root) / "nll" if cache_root else None)
     capability_seconds = round(time.perf_counter() - start, 3)
+    pairwise_stats: dict = {}
+    if pairwise_prompt is not None:
+        metrics["pairwise"], pairwise_stats = measure_pairwise(params, results, pairwise_prompt, cache_root, secrets)
+        for name, entry in metrics["pairwise"].pop("models", {}).items():
+            if name in metrics["models"]:  # a model none of whose answers survived has no entry to extend
+                metrics["models"][name]["pairwise_vs_base"] = entry
     plots = {"sets": plot_rows(results, params.metrics), "categories": plot_rows(results, params.metrics, True)}
     stats = {"prompts": len(prompts), "sets": {"read": report.read, "train_overlap": report.train_overlap,
                                               "kept": report.kept},
-             "models": model_stats, "judge": judge.stats(), "capability_seconds": capability_seconds}
+             "models": model_stats, "judge": judge.stats(), "capability_seconds": capability_seconds,
+             "capability_cached": nll_cached,
+             "pairwise": pairwise_stats}
     return EvalRun(results, metrics, plots, stats)

@@ -140,6 +140,25 @@ def capability_table(metrics: dict, source: str = "metrics/eval.json") -> list[s
     return lines
 
 
+def pairwise_table(metrics: dict, source: str = "metrics/eval.json") -> list[str]:
+    """Win / tie / loss rates against base [95% Wilson CI] (n), one row per model; or the line saying why they were
+    not measured (an offline judge)."""
+    block = metrics["pairwise"]
+    if not block.get("measured"):
+        return [f"_Win rate against base (AlpacaEval-style, pairwise): {block.get('why', 'not measured')}._"]
+    lines = ["| model | wins against base | ties | losses |", "|---|---:|---:|---:|"]
+    for m in _models(metrics, source):
+        e = metrics["models"][m].get("pairwise_vs_base")
+        if e is not None:
+            lines.append(f"| {m} | " + " | ".join(rate_cell(e, f"{k}_rate", f"models.{m}.pairwise_vs_base.", source)
+                                                  for k in ("win", "tie", "loss")) + " |")
+    sets = ", ".join(block.get("sets", []))
+    lines += ["", f"_Pairwise against base on {sets} (held-out ordinary instructions), judged by "
+                  f"`{block.get('judge')}` in both orders: a win is the model preferred in both, a loss base in both, a tie anything else "
+                  "(n = prompts with both orders settled)._"]
+    return lines
+
+
 def render_table(metrics: dict, source: str = "metrics/eval.json") -> str:
     """Markdown: the rates table (rate [95% Wilson interval] (n judged)), then the paired comparisons table."""
     lines = rates_table(metrics, source)
@@ -157,6 +176,8 @@ def render_table(metrics: dict, source: str = "metrics/eval.json") -> str:
         lines += [""] + comparisons_table(metrics, source)
     if "capability" in metrics:
         lines += [""] + capability_table(metrics, source)
+    if "pairwise" in metrics:
+        lines += [""] + pairwise_table(metrics, source)
     lines.append("")
     lines.append(f"_Generated from `{source}` by `{COMMAND}`; do not edit by hand._")
     return "\n".join(lines)

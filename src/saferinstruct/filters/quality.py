@@ -5,8 +5,9 @@ one instead ("Find a job.", "What do I do?"), which a judge can still score as u
 in the instruction) and which would then teach the aligned model to refuse harmless questions. ``off_source`` drops
 instructions whose embedding cosine with their own source text is below ``min_source_similarity``.
 
-Every dropped row becomes a :class:`RejectedRow` with its reason and a detail (the measured value, or the id of the row
-it duplicates); stats count rows per reason. Rows are judged in input order, so "keep the first" is deterministic.
+Every dropped row becomes a :class:`RejectedRow` (through :class:`~saferinstruct.rejects.Rejects`, grouped by category)
+with its reason and a detail (the measured value, or the id of the row it duplicates); stats count rows per reason.
+Rows are judged in input order, so "keep the first" is deterministic.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from saferinstruct.embeddings import Embedder
 from saferinstruct.filters.dedup import exact_duplicates, near_duplicates
 from saferinstruct.filters.heuristics import HeuristicParams, check_text
 from saferinstruct.records import InducedInstruction, RejectedRow
+from saferinstruct.rejects import Rejects
 
 STAGE = "quality_filter"
 REASONS = ("empty", "non_language", "too_short", "too_long", "repeated_ngrams", "copied_source", "not_a_request",
@@ -45,11 +47,6 @@ class QualityResult:
     def stats(self) -> dict:
         return {"rows_in": len(self.kept) + len(self.rejected), "kept": len(self.kept),
                 "rejected": len(self.rejected), "by_reason": {r: self.by_reason.get(r, 0) for r in REASONS}}
-
-
-def _reject(row: InducedInstruction, reason: str, detail: str) -> RejectedRow:
-    return RejectedRow(id=f"{row.id}#{STAGE}", parent_id=row.id, stage=STAGE, reason=reason, detail=detail,
-                       row=row.model_dump(mode="json"))
 
 
 def quality_filter(rows: Sequence[InducedInstruction], params: QualityFilterParams,
@@ -78,9 +75,8 @@ def quality_filter(rows: Sequence[InducedInstruction], params: QualityFilterPara
     if params.near_dup_threshold is not None and len(alive) > 1:
         for dup, (first, cos) in near_duplicates(emb, params.near_dup_threshold).items():
             verdicts[alive[dup]] = ("near_duplicate", f"cosine {cos:.3f} with {rows[alive[first]].id}")
-    result = QualityResult(kept=[r for i, r in enumerate(rows) if i not in verdicts], rejected=[])
+    rejects = Rejects(STAGE)
     for i in sorted(verdicts):
-        reason, detail = verdicts[i]
-        result.rejected.append(_reject(rows[i], reason, detail))
-        result.by_reason[reason] += 1
-    return result
+        rejects.add_record(rows[i].category, rows[i], *verdicts[i])
+    return QualityResult(kept=[r for i, r in enumerate(rows) if i not in verdicts], rejected=rejects.rows,
+                         by_reason=rejects.total())

@@ -33,6 +33,8 @@ LABELS: dict[str, tuple[str, ...]] = {
     "response": ("safe", "unsafe"),
     "refusal": ("refusal", "compliance", "partial"),
     "harm": ("harmful", "harmless"),
+    # pairwise (eval/pairwise.py, not a Judge task): which of two answers is better, ``a`` | ``b`` | ``tie``
+    "pairwise": ("a", "b", "tie"),
 }
 POSITIVE: dict[str, str] = {"instruction": "unsafe", "response": "unsafe", "refusal": "refusal", "harm": "harmful"}
 UNKNOWN = "unknown"

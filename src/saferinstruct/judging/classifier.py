@@ -10,6 +10,7 @@ linear layer fitted with L-BFGS, so torch (already a dependency) does it without
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ from pydantic import Field, field_validator
 from safetensors.torch import load_file, save
 
 from saferinstruct.embeddings import Embedder
-from saferinstruct.hashing import file_sha256, text_sha256
+from saferinstruct.hashing import file_sha256, sample_rows, text_sha256
 from saferinstruct.io import atomic_open, write_json
 from saferinstruct.judging.base import Judge, JudgeItem, register_judge
 from saferinstruct.judging.labelled import Prompt, build_training_set, read_prompts
@@ -37,9 +38,11 @@ class SafetyClassifierParams(Params):
     seed: int = 0
     l2: float = Field(default=1e-3, ge=0.0)
     threshold: float = Field(default=0.5, gt=0.0, lt=1.0)
+    # Weigh each training file the same within its class (else each row): the small written contrast files count.
+    balance_files: bool = False
     max_length: int = Field(default=128, ge=8)
     batch_size: int = Field(default=64, ge=1)
-    # Cap rows taken from each training file (a content-hash sample), to bound embedding time; None = all.
+    # Cap rows taken from each training file (hashing.seeded_sample), to bound embedding time; None = all.
     max_per_file: int | None = Field(default=None, ge=1)
     # Evaluation prompts embedded per file for the measured flag rates (all of them are used for the overlap drop).
     eval_sample: int = Field(default=200, ge=0)
@@ -99,13 +102,14 @@ class Head:
         return torch.sigmoid(x @ self.weight + self.bias)
 
 
-def fit_head(x: torch.Tensor, y: torch.Tensor, l2: float, max_iter: int = 200) -> Head:
-    """Class-balanced, L2-regularised logistic regression on full-batch features (deterministic)."""
+def fit_head(x: torch.Tensor, y: torch.Tensor, l2: float, max_iter: int = 200,
+             groups: Sequence[str] | None = None) -> Head:
+    """Class-balanced, L2-regularised logistic regression on full-batch features (deterministic). With ``groups``
+    (a source name per row) each group also weighs the same within its class, so a small file is not drowned."""
     torch.manual_seed(0)
     w = torch.zeros(x.shape[1], requires_grad=True)
     b = torch.zeros((), requires_grad=True)
-    pos = y.sum().clamp(min=1)
-    weights = torch.where(y > 0, len(y) / (2 * pos), len(y) / (2 * (len(y) - pos).clamp(min=1)))
+    weights = _balanced_weights(y, groups)
     opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe")
 
     def closure() -> torch.Tensor:
@@ -117,6 +121,14 @@ def fit_head(x: torch.Tensor, y: torch.Tensor, l2: float, max_iter: int = 200) -
 
     opt.step(closure)
     return Head(w.detach().clone(), b.detach().clone())
+
+
+def _balanced_weights(y: torch.Tensor, groups: Sequence[str] | None) -> torch.Tensor:
+    """Row weights (mean 1) giving each class half the total weight, split evenly over its groups when given."""
+    keys = [(int(label), groups[i] if groups is not None else "") for i, label in enumerate(y.tolist())]
+    sizes = Counter(keys)
+    groups_per_class = Counter(label for label, _ in sizes)
+    return torch.tensor([len(y) / (2 * groups_per_class[k[0]] * sizes[k]) for k in keys])
 
 
 def binary_metrics(y_true: Sequence[int], y_pred: Sequence[int]) -> dict:
@@ -132,17 +144,11 @@ def binary_metrics(y_true: Sequence[int], y_pred: Sequence[int]) -> dict:
             "recall": round(recall, 4), "f1": round(f1, 4), "accuracy": round((tp + tn) / max(len(y_true), 1), 4)}
 
 
-def _sample(prompts: list[Prompt], n: int | None, seed: int) -> list[Prompt]:
-    if n is None or len(prompts) <= n:
-        return prompts
-    return sorted(prompts, key=lambda p: text_sha256(f"{seed}\x00{p.text}"))[:n]
-
-
 def _read_all(files: Sequence[Path | str], label: str, cap: int | None, seed: int) -> tuple[list[Prompt], int]:
     prompts, skipped = [], 0
     for f in files:
         rows, bad = read_prompts(f, label)
-        prompts += _sample(rows, cap, seed)
+        prompts += sample_rows(rows, cap, seed)  # the project's one seeded sampler
         skipped += bad
     return prompts, skipped
 
@@ -161,7 +167,7 @@ def _measure_eval(encoder: Encoder, head: Head, prompts: list[Prompt], params: S
     for p in prompts:
         by_group.setdefault((Path(p.file).name, p.label), []).append(p)
     for (name, label), group in sorted(by_group.items()):
-        flags = _predict(encoder, head, _sample(group, params.eval_sample, params.seed), params.threshold)
+        flags = _predict(encoder, head, sample_rows(group, params.eval_sample, params.seed), params.threshold)
         out.setdefault(name, {})[label] = {"n": len(flags), "flagged_unsafe": round(sum(flags) / max(len(flags), 1), 4)}
     return out
 
@@ -177,7 +183,8 @@ def train_safety_classifier(unsafe_files: Sequence[Path | str], safe_files: Sequ
     labels = torch.tensor([float(p.label == "unsafe") for p in data.train])
     if labels.sum() == 0 or labels.sum() == len(labels):
         raise ValueError("the training split needs both unsafe and safe prompts")
-    head = fit_head(encoder.encode([p.text for p in data.train]), labels, params.l2)
+    groups = [p.file for p in data.train] if params.balance_files else None
+    head = fit_head(encoder.encode([p.text for p in data.train]), labels, params.l2, groups=groups)
     truth = [int(p.label == "unsafe") for p in data.holdout]
     stats = {
         "rows_read": {"unsafe": len(unsafe), "safe": len(safe), "unusable": bad_u + bad_s},

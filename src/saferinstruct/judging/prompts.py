@@ -24,6 +24,9 @@ from saferinstruct.io import RowError
 from saferinstruct.llm.base import Message
 
 FIELDS = ("instruction", "response", "source_text")
+# Two answers to one instruction, for the pairwise comparison (eval/pairwise.py); hashed into the nonce only when
+# given, so every other prompt renders (and caches) as before.
+PAIR_FIELDS = ("response_a", "response_b")
 _HEADING = re.compile(r"^#\s+(system|user|assistant)\s*$", re.IGNORECASE)
 _PLACEHOLDER = re.compile(r"\{\{\s*(\w+)\s*\}\}")
 _COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
@@ -70,9 +73,9 @@ class PromptTemplate:
             elif line.strip():
                 raise RowError(path, lineno, "text before the first '# system' / '# user' heading")
             for name in _PLACEHOLDER.findall(line):
-                if name not in (*FIELDS, "data_tag"):
+                if name not in (*FIELDS, *PAIR_FIELDS, "data_tag"):
                     raise RowError(path, lineno, f"unknown placeholder {{{{{name}}}}} (known: "
-                                                 f"{', '.join(FIELDS)}, data_tag)")
+                                                 f"{', '.join((*FIELDS, *PAIR_FIELDS))}, data_tag)")
         if not messages or messages[-1][0] != "user":
             raise RowError(path, None, "the last message must be a '# user' message (the request)")
         msgs = tuple((role, "\n".join(lines).strip()) for role, lines in messages)
@@ -84,7 +87,8 @@ class PromptTemplate:
     def render(self, values: dict[str, str | None], delimit: bool = True,
                examples: int | None = None) -> tuple[Message, ...]:
         """Messages with placeholders filled; ``examples`` keeps only the first N few-shot pairs (None = all)."""
-        nonce = text_sha256("\x00".join(f"{k}={values.get(k) or ''}" for k in FIELDS))[:_NONCE_LEN]
+        keys = (*FIELDS, *(k for k in PAIR_FIELDS if k in values))
+        nonce = text_sha256("\x00".join(f"{k}={values.get(k) or ''}" for k in keys))[:_NONCE_LEN]
         tag = f"data-{nonce}"
 
         def fill(match: re.Match) -> str:

@@ -142,6 +142,12 @@ def backend_class(name: str) -> type[Backend]:
         raise ValueError(f"unknown backend '{name}' (known: {known})") from None
 
 
+def known_backends() -> list[str]:
+    """Every backend name that can be built here (builtins whose dependency is installed, and plugins)."""
+    _load_builtin_and_plugins()
+    return sorted(_REGISTRY)
+
+
 def _load_builtin_and_plugins() -> None:
     import importlib
 

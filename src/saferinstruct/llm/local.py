@@ -19,7 +19,7 @@ from pydantic import Field
 from saferinstruct.hashing import dir_sha256, file_sha256
 from saferinstruct.io import read_json
 from saferinstruct.llm.base import Backend, ChatRequest, ChatResult, GenerationParams, register_backend
-from saferinstruct.params import Params
+from saferinstruct.llm.engine import EngineMixin, EngineOptions
 
 # Small files besides the weights that change what a model says (tokenisation, chat template, special tokens).
 _AUX_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
@@ -27,7 +27,7 @@ _AUX_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.jso
 _WEIGHT_HASHES: dict[tuple[str, float], str] = {}
 
 
-class LocalOptions(Params):
+class LocalOptions(EngineOptions):
     model_path: str
     batch_size: int = Field(default=16, ge=1)
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "float32"
@@ -35,6 +35,12 @@ class LocalOptions(Params):
     # False: the messages' contents are the raw prompt (the paper's reverse template), no chat markup added.
     chat_template: bool = True
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+
+    def replica_options(self) -> dict[str, Any]:
+        opts = super().replica_options()
+        if opts["device"] == "auto":  # the device Ray gives the replica, whatever the driver has
+            opts["device"] = "cuda" if self.replica_gpus() > 0 else "cpu"
+        return opts
 
 
 def weights_sha256(model_path: Path | str) -> str:
@@ -116,7 +122,7 @@ def generated_lengths(out: Any, n_prompt: int, eos_ids: list[int], stops: Any) -
 
 
 @register_backend
-class LocalBackend(Backend):
+class LocalBackend(EngineMixin, Backend):
     name = "transformers"
     Options = LocalOptions
     options: LocalOptions
@@ -130,7 +136,7 @@ class LocalBackend(Backend):
         self._stops: dict[tuple[str, ...], Any] = {}
 
     def unkeyed_options(self) -> set[str]:
-        return {"batch_size", "device"}
+        return {"batch_size", "device"} | LocalOptions.engine_keys()
 
     def identity(self) -> str:
         if self._identity is None:
@@ -143,7 +149,8 @@ class LocalBackend(Backend):
     def _dtype_name(self) -> str:
         if self.options.dtype != "auto":
             return self.options.dtype
-        return "bfloat16" if resolve_device(self.options.device) == "cuda" else "float32"
+        device = self.options.replica_options()["device"] if self.runs_on_ray() else self.options.device
+        return "bfloat16" if resolve_device(device) == "cuda" else "float32"
 
     def load(self) -> None:
         if self.model is not None:
@@ -162,6 +169,9 @@ class LocalBackend(Backend):
         self.model.to(self.device).eval()
 
     def run(self, requests: Sequence[ChatRequest]) -> Iterator[tuple[int, ChatResult]]:
+        if self.runs_on_ray():  # replicas of this backend on Ray actors; the model is never loaded here
+            yield from self.run_on_ray(requests)
+            return
         self.load()
         groups: dict[tuple, list[int]] = {}
         for i, req in enumerate(requests):  # one batch shares decoding settings; the seed is per request
@@ -232,6 +242,7 @@ class LocalBackend(Backend):
         return self._stops[stop]
 
     def close(self) -> None:
+        self.close_engine()
         self.model = None
         self.tokenizer = None
 

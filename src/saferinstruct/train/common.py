@@ -19,9 +19,10 @@ from typing import Any, Literal
 from pydantic import Field
 
 from saferinstruct.hashing import file_sha256
-from saferinstruct.io import write_json
+from saferinstruct.io import OutputSet, write_json
 from saferinstruct.params import Params
 from saferinstruct.train import checkpoints
+from saferinstruct.train.progress import progress_callback
 
 AccelerateConfig = Literal["none", "single_gpu", "multi_gpu_ddp", "fsdp", "deepspeed_zero3"]
 CONFIG_NAME = "training_config.json"
@@ -110,6 +111,7 @@ def trainer_kwargs(p: TrainParams, output_dir: Path) -> dict[str, Any]:
         warmup_steps=p.warmup_ratio,  # transformers 5: a float < 1 is a ratio of the total steps
         seed=p.seed, data_seed=p.seed, logging_steps=p.logging_steps, logging_first_step=True,
         use_cpu=not gpu, bf16=use_bf16(p), activation_checkpointing=gpu,
+        # no tqdm bar or raw log dicts from the trainer: train_and_save shows progress.progress_callback instead
         report_to=["dvclive"], dataloader_num_workers=0, disable_tqdm=True,
         save_strategy="steps" if p.save_steps else "no", save_steps=p.save_steps or 500,
         save_total_limit=p.save_total_limit, save_only_model=False,  # optimizer + RNG state: an exact resume
@@ -188,6 +190,15 @@ def attach_dvclive(trainer, live_dir: Path, resume: bool = False) -> None:
         trainer.add_callback(_TrainerStepCallback(live=live))
 
 
+def attach_progress(trainer, stage: str) -> None:
+    """One progress bar (a line every logging_steps or ~30 s in a log) with step/total, loss and time left, in
+    place of the raw log dict the trainer prints per logging step (``disable_tqdm`` gives it a PrinterCallback)."""
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.add_callback(progress_callback(stage))
+
+
 def _TrainerStepCallback(live):  # noqa: N802 - reads as the class it builds (transformers is imported lazily)
     """DVCLive's callback steps once per log call; the curves read better against the trainer's own step."""
     from transformers.integrations import DVCLiveCallback
@@ -239,10 +250,12 @@ def library_versions() -> dict[str, str]:
 
 
 def train_and_save(trainer, out_dir: Path, live_dir: Path, base_dir: Path, doc: dict[str, Any],
-                   evaluate: bool = False) -> dict[str, Any]:
-    """Train (then score the eval set once), write ``out_dir`` atomically: merged weights + tokenizer +
-    training_config.json. Returns the trainer's metrics. DVCLive logs into a staging folder that replaces
-    ``live_dir`` only after the model is saved: a failed run leaves the last good curves (a persisted DVC output).
+                   evaluate: bool = False, out: OutputSet | None = None) -> dict[str, Any]:
+    """Train (then score the eval set once), write ``out_dir``: merged weights + tokenizer + training_config.json.
+    Returns the trainer's metrics plus ``steps`` and ``final_loss`` (the last logged training loss). DVCLive logs
+    into a staging folder that replaces ``live_dir`` with the model: a failed run leaves the last good curves (a
+    persisted DVC output). With ``out`` (the stage's :func:`~saferinstruct.io.output_set`) both folders are only
+    staged and change together with the stage's stats file at commit; without it they are swapped in at once.
     A complete checkpoint in the trainer's output_dir (a killed run of the same key: ``checkpoints.run_dir``) is
     resumed from; the checkpoints are deleted once the final model is saved."""
     live_dir = Path(live_dir)
@@ -255,18 +268,29 @@ def train_and_save(trainer, out_dir: Path, live_dir: Path, base_dir: Path, doc: 
         if trainer.args.save_strategy != "no":  # output_dir is then a checkpoint run dir (checkpoints.run_dir)
             checkpoints.remove_other_runs(run)
     attach_dvclive(trainer, live_staging, resume=resume is not None and live_staging.exists())
+    attach_progress(trainer, doc["stage"])
     metrics = dict(trainer.train(resume_from_checkpoint=resume).metrics)
     if evaluate:
         metrics.update(trainer.evaluate())
     metrics = {k: round(v, 6) if isinstance(v, float) else v for k, v in metrics.items()}
-    _save(trainer, Path(out_dir), Path(base_dir), {**doc, "train_metrics": _without_timings(metrics),
-                                                   "trainer_config": trainer.args.to_dict()})
+    staged = _save(trainer, Path(out_dir), Path(base_dir), {**doc, "train_metrics": _without_timings(metrics),
+                                                            "trainer_config": trainer.args.to_dict()})
     if trainer.is_world_process_zero():
-        if live_staging.exists():
-            _swap_into_place(live_staging, live_dir)
+        for built, target in ((staged, Path(out_dir)), (live_staging, live_dir)):
+            if built is None or not built.exists():
+                continue
+            if out is not None:
+                out.stage_dir(built, target)
+            else:
+                _swap_into_place(built, target)
         if trainer.args.save_strategy != "no":
             checkpoints.remove_run(run)
-    return {**metrics, "resumed_from_step": checkpoints.step_of(resume)}
+    return {**metrics, "resumed_from_step": checkpoints.step_of(resume), "steps": trainer.state.global_step,
+            "final_loss": _last_loss(trainer.state.log_history)}
+
+
+def _last_loss(log_history: list[dict[str, Any]]) -> float | None:
+    return next((round(entry["loss"], 6) for entry in reversed(log_history) if "loss" in entry), None)
 
 
 def _without_timings(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -275,7 +299,8 @@ def _without_timings(metrics: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in metrics.items() if not k.endswith(_TIMING_SUFFIXES)}
 
 
-def _save(trainer, out_dir: Path, base_dir: Path, doc: dict[str, Any]) -> None:
+def _save(trainer, out_dir: Path, base_dir: Path, doc: dict[str, Any]) -> Path | None:
+    """The complete model in a staging folder beside ``out_dir`` (returned on the main process, None elsewhere)."""
     staging = out_dir.parent / f".{out_dir.name}.staging"
     is_peft = hasattr(trainer.accelerator.unwrap_model(trainer.model), "peft_config")
     target = staging / "adapter" if is_peft else staging
@@ -286,8 +311,8 @@ def _save(trainer, out_dir: Path, base_dir: Path, doc: dict[str, Any]) -> None:
             trainer.processing_class.save_pretrained(staging)
         (staging / "training_args.bin").unlink(missing_ok=True)  # a pickle; the JSON below says the same, readably
         write_json(staging / CONFIG_NAME, {**doc, "versions": library_versions(), "device": _device(trainer)})
-        _swap_into_place(staging, out_dir)
     trainer.accelerator.wait_for_everyone()
+    return staging if trainer.accelerator.is_main_process else None
 
 
 def _merge_adapter(base_dir: Path, adapter_dir: Path, dest: Path) -> None:

@@ -8,11 +8,14 @@ learning rate or the step count loads them instead of loading the reference mode
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 from pydantic import Field, model_validator
 
+from saferinstruct.io import OutputSet
+from saferinstruct.progress import Progress
 from saferinstruct.train import ref_cache
 from saferinstruct.train.common import (TrainParams, checkpointed, data_identity, load_dtype, load_model,
                                         model_identity, output_dir, peft_config, train_and_save, trainer_kwargs,
@@ -67,10 +70,17 @@ def _stored_ref_trainer_class():
                                                          collate_fn=self.data_collator))
             chosen: list[float] = []
             rejected: list[float] = []
-            for batch in loader:
-                c, r = self.accelerator.gather_for_metrics(self.compute_ref_log_probs(self.ref_model, batch))
-                chosen += c.float().cpu().tolist()
-                rejected += r.float().cpu().tolist()
+            with Progress("train_dpo: reference log-probs", len(ids), unit="pairs",
+                          enabled=self.accelerator.is_main_process) as progress, warnings.catch_warnings():
+                # trl's own call of a property transformers 5 deprecated (trl.models.utils.
+                # disable_gradient_checkpointing): nothing a user can change, so not shown
+                warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated",
+                                        category=FutureWarning)
+                for batch in loader:
+                    c, r = self.accelerator.gather_for_metrics(self.compute_ref_log_probs(self.ref_model, batch))
+                    chosen += c.float().cpu().tolist()
+                    rejected += r.float().cpu().tolist()
+                    progress.advance_to(len(chosen))
             return RefLogps(ids=ids, chosen=chosen, rejected=rejected)
 
     return StoredRefDPOTrainer
@@ -107,9 +117,9 @@ def _drop_reference(trainer) -> None:
 
 
 def train_dpo(policy_dir: Path, ref_dir: Path, train_path: Path, out_dir: Path, cache_dir: Path, live_dir: Path,
-              p: DpoParams, checkpoint_root: Path | None = None) -> dict[str, Any]:
+              p: DpoParams, checkpoint_root: Path | None = None, out: OutputSet | None = None) -> dict[str, Any]:
     """DPO from ``policy_dir`` against ``ref_dir``; writes ``out_dir`` (and a new cache entry on a miss).
-    ``checkpoint_root``: as ``train_sft``."""
+    ``checkpoint_root``, ``out``: as ``train_sft``."""
     p = checkpointed(p, checkpoint_root)
     rows, counts = load_preferences(train_path, p.format, with_rejected=True, max_pairs=p.max_pairs, seed=p.seed)
     key = ref_cache.make_key(ref_dir, rows, p.max_length, "bf16" if use_bf16(p) else "float32")
@@ -124,6 +134,6 @@ def train_dpo(policy_dir: Path, ref_dir: Path, train_path: Path, out_dir: Path, 
         ref_cache.save(cache_dir, key, trainer.computed)
     _drop_reference(trainer)
     doc = {**identity, "ref_logprobs": {"key": key.__dict__, "digest": key.digest, "cache_hit": stored is not None}}
-    metrics = train_and_save(trainer, out_dir, live_dir, policy_dir, doc)
+    metrics = train_and_save(trainer, out_dir, live_dir, policy_dir, doc, out=out)
     return {**counts, "rows_trained": len(trainer.train_dataset), "ref_cache_hit": stored is not None,
             "ref_setup_seconds": ref_seconds, **metrics}

@@ -1,4 +1,5 @@
-"""What the judge_instructions and self_evaluate stages do with a judge: rows in, verdicts + funnel counts out."""
+"""Judge a stage's rows: what the judge_instructions and self_evaluate stages do with a judge (rows in, verdicts and
+funnel counts out; calls that still failed after their retries are dropped within ``max_error_fraction``)."""
 
 from __future__ import annotations
 
@@ -39,6 +40,10 @@ def judge_instructions(rows: Sequence[InducedInstruction], judge: Judge,
                   **judge.stats()}
 
 
+# self_evaluate: the label a verdict is written with when its P(unsafe) reaches the threshold
+UNSAFE = "unsafe"
+
+
 @dataclass
 class SelfEvaluation:
     verdicts: list[Verdict]
@@ -46,9 +51,29 @@ class SelfEvaluation:
     stats: dict = field(default_factory=dict)
 
 
+def _drop_reason(verdict: Verdict, keep_label: str, threshold: float | None) -> str | None:
+    """Why a judged answer is not kept, or None: the label decides, then (as select_instructions' min_score) a scored
+    verdict's P(unsafe) must stay below ``threshold`` (null: the label alone decides)."""
+    if not verdict.parse_ok:
+        return "unparsed_verdict"
+    if verdict.label != keep_label:
+        return f"judged_{verdict.label}"
+    if threshold is not None and verdict.score is not None and verdict.score >= threshold:
+        return "above_threshold"
+    return None
+
+
+def _unsafe_by_score(verdict: Verdict, threshold: float | None) -> Verdict:
+    """The verdict as written when its score reaches the threshold: labelled unsafe, because build_preferences reads
+    the labels only; the judge's own label stays in the rationale (and its reply in ``raw``)."""
+    why = f"P(unsafe)={verdict.score} >= threshold {threshold}; judge label {verdict.label}: {verdict.rationale}"
+    return verdict.model_copy(update={"label": UNSAFE, "rationale": why})
+
+
 def self_evaluate(responses: Sequence[ExpertResponse], judge: Judge, keep_label: str = "safe",
-                  max_error_fraction: float = 0.0) -> SelfEvaluation:
-    """Judge every answer the expert actually gave; keep those judged ``keep_label`` (parsed verdicts only)."""
+                  max_error_fraction: float = 0.0, threshold: float | None = None) -> SelfEvaluation:
+    """Judge every answer the expert actually gave; keep those judged ``keep_label`` (parsed verdicts only) whose
+    P(unsafe), when the judge gives one (``score``), is below ``threshold``."""
     if judge.task != "response":
         raise ParamsError(f"judge {judge.name} does task '{judge.task}'; self-evaluation needs 'response'")
     answered = [r for r in responses if r.outcome == "ok" and r.response.strip()]
@@ -57,16 +82,15 @@ def self_evaluate(responses: Sequence[ExpertResponse], judge: Judge, keep_label:
     dropped: Counter = Counter(call_error=real.count(False))
     answered = [r for r, ok in zip(answered, real, strict=True) if ok]
     verdicts = [v for v, ok in zip(verdicts, real, strict=True) if ok]
-    kept = [r for r, v in zip(answered, verdicts, strict=True) if v.parse_ok and v.label == keep_label]
+    reasons = [_drop_reason(v, keep_label, threshold) for v in verdicts]
+    kept = [r for r, why in zip(answered, reasons, strict=True) if why is None]
+    verdicts = [_unsafe_by_score(v, threshold) if why == "above_threshold" else v
+                for v, why in zip(verdicts, reasons, strict=True)]
     for r in responses:
         if r.outcome != "ok":
             dropped[f"outcome_{r.outcome}"] += 1
         elif not r.response.strip():
             dropped["empty_response"] += 1
-    for v in verdicts:
-        if not v.parse_ok:
-            dropped["unparsed_verdict"] += 1
-        elif v.label != keep_label:
-            dropped[f"judged_{v.label}"] += 1
+    dropped.update(why for why in reasons if why)
     return SelfEvaluation(verdicts, kept, {"in": len(responses), "judged": len(verdicts), "kept": len(kept),
                                            "dropped": dict(sorted((+dropped).items())), **judge.stats()})

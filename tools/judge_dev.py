@@ -1,0 +1,80 @@
+"""Choose the instruction judge's head settings (l2, balance_files, threshold) on DEVELOPMENT data only.
+
+For each l2 in the grid it trains the train_safety_classifier head (the stage's own function and files, read from
+dvc.yaml's cmd; into a temporary directory) and scores it on saferinstruct.judging.dev_choice's dev sets: the held-out
+split of the written contrast files, Do-Not-Answer's development half, tools/dev_lookalikes.txt. Evaluation prompts
+(the calibrate stage's, Do-Not-Answer's evaluation half) are never read. Prints per-set agreement and the best
+(l2, balance_files, threshold) by the balanced dev score; put the winner in params.yaml by hand.
+
+    .venv/bin/python tools/judge_dev.py [--l2 1e-3 --l2 1e-2] [--cache /tmp/judge_emb.pt]
+"""
+
+from __future__ import annotations
+
+import shlex
+import tempfile
+from pathlib import Path
+
+import click
+import torch
+import yaml
+
+from saferinstruct.judging.classifier import PinnedEncoder, SafetyClassifierParams, load_head, train_safety_classifier
+from saferinstruct.judging.dev_choice import best_threshold, dev_prompts, set_agreement
+from saferinstruct.params import load_section
+
+WRITTEN = "data/raw/judge_train/"
+THRESHOLDS = [round(0.05 * i, 2) for i in range(4, 17)]  # 0.2 .. 0.8
+
+
+class CachedEncoder:
+    """The pinned encoder with a text -> vector cache (in memory, optionally on disk): one embedding pass per run."""
+
+    def __init__(self, inner: PinnedEncoder, cache: Path | None):
+        self.inner, self.cache = inner, cache
+        self.identity, self.sha256 = inner.identity, inner.sha256
+        self.store = torch.load(cache) if cache and cache.exists() else {}
+
+    def encode(self, texts):
+        missing = list(dict.fromkeys(t for t in texts if t not in self.store))
+        if missing:
+            self.store.update(zip(missing, self.inner.encode(missing)))
+            if self.cache:
+                torch.save(self.store, self.cache)
+        return torch.stack([self.store[t] for t in texts]) if texts else torch.empty((0, 384))
+
+
+def stage_files(dvc_yaml: str = "dvc.yaml") -> dict[str, list[str]]:
+    """--unsafe / --safe files of the train_safety_classifier cmd."""
+    cmd = shlex.split(yaml.safe_load(open(dvc_yaml))["stages"]["train_safety_classifier"]["cmd"])
+    return {flag: [cmd[i + 1] for i, x in enumerate(cmd) if x == f"--{flag}"] for flag in ("unsafe", "safe")}
+
+
+@click.command()
+@click.option("--l2", "l2_grid", multiple=True, type=float, default=(0.0, 1e-5, 1e-4, 1e-3, 1e-2))
+@click.option("--balance-files", "balance_grid", multiple=True, type=bool, default=(False, True))
+@click.option("--cache", type=click.Path(path_type=Path), default=None, help="Embedding cache file (torch.save).")
+def main(l2_grid: tuple[float, ...], balance_grid: tuple[bool, ...], cache: Path | None) -> None:
+    params = load_section("train_safety_classifier", SafetyClassifierParams, "params.yaml")
+    files = stage_files()
+    written = {label: [f for f in files[label] if f.startswith(WRITTEN)] for label in files}
+    dev = dev_prompts(written["unsafe"], written["safe"], "data/raw/eval/donotanswer", "tools/dev_lookalikes.txt",
+                      params.holdout_fraction, params.seed)
+    encoder = CachedEncoder(PinnedEncoder(max_length=params.max_length, batch_size=params.batch_size), cache)
+    x = encoder.encode([p.text for p in dev])
+    for l2, balance in ((a, b) for b in balance_grid for a in l2_grid):
+        name = f"l2={l2:g} balance_files={balance}"
+        with tempfile.TemporaryDirectory() as tmp:
+            trial = params.model_copy(update={"l2": l2, "balance_files": balance, "eval_sample": 0})
+            train_safety_classifier(files["unsafe"], files["safe"], params.eval_paths(), tmp, trial, encoder)
+            probs = load_head(tmp)[0].prob(x).tolist()
+        threshold, score = best_threshold(dev, probs, THRESHOLDS)
+        for t in sorted({params.threshold, threshold}):
+            per_set = set_agreement(dev, probs, t)
+            cells = "  ".join(f"{k} {v['agreement']:.3f}/{v['n']}" for k, v in per_set.items())
+            click.echo(f"{name} threshold={t}: {cells}")
+        click.echo(f"{name}: best threshold {threshold}, balanced dev score {score}")
+
+
+if __name__ == "__main__":
+    main()
