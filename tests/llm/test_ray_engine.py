@@ -98,8 +98,26 @@ def test_replicas_that_can_never_be_placed_are_an_error():
     from saferinstruct.llm.ray_engine import RayPool
 
     pool = RayPool.__new__(RayPool)
-    pool._started = True
+    pool._started = pool._fixed_size = True
     cluster = SimpleNamespace(cluster_resources=lambda: {"CPU": 2.0})
     with pytest.raises(BackendConfigError, match=r"2 replicas need 2 x 1 GPU \(the cluster has 0\)"):
         pool._check_resources(cluster, 2, 1.0, 1.0)
     pool._check_resources(cluster, 2, 0.0, 1.0)  # fits: no error
+
+
+@pytest.mark.parametrize("address", ["auto", "ray://head:10001"])
+def test_a_joined_cluster_short_of_resources_only_warns(address, monkeypatch, caplog):
+    """A cluster named by address may autoscale: the replicas wait for it, with a warning, not an error."""
+    from types import SimpleNamespace
+
+    import saferinstruct.llm.ray_engine as ray_engine
+
+    fake = SimpleNamespace(is_initialized=lambda: False, init=lambda **kw: None,
+                           cluster_resources=lambda: {"CPU": 2.0},
+                           remote=lambda **kw: lambda cls: SimpleNamespace(remote=lambda *a: object()))
+    monkeypatch.setattr(ray_engine, "import_ray", lambda: fake)
+    options = SimpleNamespace(ray_address=address, batch_size=4, replica_gpus=lambda: 1.0, num_cpus_per_replica=1.0,
+                              replicas=lambda: 2, replica_options=lambda: {})
+    with caplog.at_level("WARNING"):
+        ray_engine.RayPool("fake", options)
+    assert "replicas wait until the cluster grows" in caplog.text

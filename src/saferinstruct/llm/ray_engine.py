@@ -45,6 +45,8 @@ class RayPool:
     def __init__(self, backend_name: str, options: Any):
         ray = import_ray()
         self._started = not ray.is_initialized()
+        # a cluster named by address (auto, ray://, host:port) may autoscale: too few resources there only warn
+        self._fixed_size = self._started and options.ray_address in (None, "local")
         if self._started:  # null address: a local cluster for this run; else join the one named
             ray.init(address=options.ray_address, include_dashboard=False, log_to_driver=True)
         self.batch_size = options.batch_size
@@ -62,7 +64,7 @@ class RayPool:
         if not short:
             return
         msg = f"engine 'ray': {n} replicas need {' and '.join(short)}; lower num_replicas or num_*_per_replica"
-        if self._started:
+        if self._fixed_size:
             raise BackendConfigError(msg)
         log.warning("%s; replicas wait until the cluster grows", msg)
 
