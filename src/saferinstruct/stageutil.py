@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -32,11 +33,26 @@ def describe(err: BaseException) -> str:
     return " ".join(str(err).split()) or type(err).__name__
 
 
+def quiet_library_bars() -> None:
+    """In a log (stderr no terminal, as under ``dvc repro``) the libraries' own tqdm bars ("Loading weights",
+    "Tokenizing train dataset", "Writing model shards") are each a line of carriage returns that says nothing the
+    stage's progress lines do not: turn them off there. On a terminal they stay."""
+    if sys.stderr.isatty():
+        return
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # read by transformers / huggingface_hub at import
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")  # read by datasets at import
+    if "transformers" in sys.modules:  # already imported (a test process): switch it off directly
+        sys.modules["transformers"].utils.logging.disable_progress_bar()
+    if "datasets" in sys.modules:
+        sys.modules["datasets"].disable_progress_bars()
+
+
 def clean_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Turn bad-input, bad-config and stopped-run exceptions into a one-line ``error: ...`` and exit code 2."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        quiet_library_bars()
         try:
             return fn(*args, **kwargs)
         except USER_ERRORS as err:
