@@ -27,6 +27,7 @@ from pydantic import Field
 from saferinstruct.respond import answer_text
 from saferinstruct.llm.base import ChatRequest, GenerationParams, Message
 from saferinstruct.llm.gateway import check_call_errors
+from saferinstruct.hashing import in_holdout
 from saferinstruct.llm.roles import Role, open_role
 from saferinstruct.progress import complete
 from saferinstruct.records import ChatTurn, PreferencePair, as_text
@@ -39,6 +40,10 @@ class OnPolicyParams(Role):
 
     helpful_chosen: Literal["original", "policy"] = "policy"
     safety_rejected: Literal["original", "policy"] = "policy"
+    # Share of the pairs of each kind set to `policy` that may take the policy's answer (a seeded draw by pair id,
+    # stable when pairs are added or removed); the rest keep the corpus side. 1.0: all; between, a mixture of the
+    # two pair kinds (the paper's and the on-policy ones): the frontier between their over- and under-refusal.
+    policy_share: float = Field(default=1.0, ge=0.0, le=1.0)
     options: dict[str, Any] = Field(default_factory=lambda: {"batch_size": 16})
     generation: GenerationParams = Field(default_factory=lambda: GenerationParams(max_tokens=64))
     trim_truncated: bool = True  # an answer cut by max_tokens is trimmed back to its last full sentence
@@ -69,6 +74,8 @@ def fit(pair: PreferencePair, answer: str, params: OnPolicyParams) -> tuple[str 
     want = "chosen" if pair.kind == "helpful" else "rejected"
     if (params.helpful_chosen if pair.kind == "helpful" else params.safety_rejected) == "original":
         return None, "original_by_params"
+    if not in_holdout(pair.id, params.policy_share, salt="onpolicy_pairs.policy_share"):
+        return None, "original_by_share"
     if len(answer) < params.min_chars or degenerate(answer):
         return None, "degenerate"
     # A refusal is no chosen answer to a harmless prompt, and no rejected one to a harmful prompt (the policy is

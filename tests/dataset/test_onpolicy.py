@@ -64,6 +64,23 @@ def test_each_side_has_its_own_switch(tmp_path):
     assert out[0] == PAIRS[0] and out[2].rejected == PAIRS[2].prompt
 
 
+def test_policy_share_mixes_the_two_pair_kinds_by_a_stable_draw(tmp_path):
+    """policy_share: the seeded share of pairs that may take the policy's side; the rest keep the corpus side (the
+    paper's pair), and adding pairs never moves another pair across the draw."""
+    many = [_pair(i, "safety", f"Here is exactly how you would do harmful thing number {i}.", chosen=REFUSAL)
+            for i in range(200)]
+    runs = {share: onpolicy_pairs({"train": many}, OnPolicyParams(**ECHO, policy_share=share), str(tmp_path / "c"))
+            for share in (0.0, 0.3, 1.0)}
+    swapped = {share: {p.id for p in run.pairs["train"] if p.rejected != "orig rejected"}
+               for share, run in runs.items()}
+    assert not swapped[0.0] and len(swapped[1.0]) == 200
+    assert 40 <= len(swapped[0.3]) <= 80  # ~30% of 200
+    assert runs[0.3].stats["kept_original"]["safety:original_by_share"] == 200 - len(swapped[0.3])
+    more = onpolicy_pairs({"train": many + [_pair(999, "safety", COMPLY, chosen=REFUSAL)]},
+                          OnPolicyParams(**ECHO, policy_share=0.3), str(tmp_path / "c"))
+    assert {p.id for p in more.pairs["train"][:200] if p.rejected != "orig rejected"} == swapped[0.3]
+
+
 def test_both_original_calls_no_model():
     # No backend of this name exists: building one would fail, so passing proves none is built.
     params = OnPolicyParams(backend="no-such-backend", helpful_chosen="original", safety_rejected="original")
