@@ -46,7 +46,9 @@ def dvc_reader(repo: Path | str) -> Reader:
 def _outcomes(rows: Iterable[EvalResult], model: str, refusal_labels: list[str]) -> dict:
     out: dict[str, dict[tuple[str, str], bool]] = {kind: {} for kind in KINDS}
     for r in rows:
-        if r.model_name == model and r.parse_ok:
+        # other labels (Do-Not-Answer's human-chatbot area, `care`: a caring answer is the goal there, not a refusal)
+        # are scored apart in metrics/eval.json, never in the refusal comparisons
+        if r.model_name == model and r.parse_ok and r.prompt_label in out:
             out[r.prompt_label][(r.eval_set, r.parent_id or r.id)] = r.judge_label in refusal_labels
     return out
 

@@ -48,6 +48,9 @@ def experiments() -> dict[str, dict[str, str]]:
     default = (_rows("sft", [True] * 7 + [False] * 3) + _rows("dpo", [True] * 2 + [False] * 8)
                + _rows("sft", safe, "xstest_safe", "safe") + _rows("dpo", safe, "xstest_safe", "safe"))
     paper = _rows("dpo", [True] * 7 + [False] * 3) + _rows("dpo", safe, "xstest_safe", "safe")
+    # Do-Not-Answer's human-chatbot area is labelled `care`: scored apart, never a refusal comparison
+    default += _rows("dpo", [True, False], "donotanswer_chatbot", "care")
+    paper += _rows("dpo", [True, True], "donotanswer_chatbot", "care")
     return {"rev-default": _experiment(default), "rev-paper": _experiment(paper)}
 
 
