@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -136,6 +137,16 @@ def repo(tmp_path) -> Path:
     return tmp_path
 
 
+def _snapshot(repo: Path, parent: str) -> str:
+    """A commit of the work tree on top of ``parent`` through a throwaway index (what an experiment commit holds);
+    `git stash create` failed now and then on a loaded CI machine."""
+    env = {**os.environ, "GIT_INDEX_FILE": str(repo / ".git" / "exp-index")}
+    git = lambda *a: subprocess.run(["git", *a], cwd=repo, env=env, capture_output=True, text=True,  # noqa: E731
+                                    check=True).stdout.strip()
+    git("add", "-A")
+    return git("commit-tree", git("write-tree"), "-p", parent, "-m", "experiment")
+
+
 def _fake_exp_run(repo: Path, calls: list):
     """Stands in for `dvc exp run --name N -S k=v ...`: applies the -S values and records an experiment ref."""
     def execute(args: list[str]) -> None:
@@ -147,8 +158,8 @@ def _fake_exp_run(repo: Path, calls: list):
             section, leaf = key.split(".")
             params[section][leaf] = yaml.safe_load(value)
         (repo / "params.yaml").write_text(yaml.safe_dump(params))
-        rev = _git(repo, "stash", "create") or _git(repo, "rev-parse", "HEAD")
         head = _git(repo, "rev-parse", "HEAD")
+        rev = _snapshot(repo, head)
         _git(repo, "update-ref", f"refs/exps/{head[:2]}/{head[2:]}/{name}", rev)
     return execute
 
