@@ -162,15 +162,20 @@ def run_judging_chain(rec: ReadRecorder, root: Path) -> None:
     params = _write_params(root, CHAIN)
     _invoke(rec.stage("train_safety_classifier"), stage_args(
         "train_safety_classifier", root, params=params, unsafe=[JUDGING / "unsafe.csv"], safe=[JUDGING / "safe.json"]))
-    (root / "data").mkdir(exist_ok=True)
-    shutil.copy(JUDGING / "filtered.jsonl", root / "data" / "filtered.jsonl")
+    _judge_and_select(rec, root, params)
     prompts = REPO / "prompts"
-    _invoke(rec.stage("judge_instructions"), stage_args("judge_instructions", root, params=params,
-                                                        prompt=prompts / "judge_instruction.md"))
-    _invoke(rec.stage("select_instructions"), stage_args("select_instructions", root, params=params))
     _invoke(rec.stage("respond"), stage_args("respond", root, params=params, prompt=prompts / "expert.md"))
     _invoke(rec.stage("self_evaluate"), stage_args("self_evaluate", root, params=params,
                                                    prompt=prompts / "self_eval.md"))
+
+
+def _judge_and_select(rec: ReadRecorder, root: Path, params: Path) -> None:
+    """judge_instructions then select_instructions on the shipped filtered instructions (both judging runs start so)."""
+    (root / "data").mkdir(exist_ok=True)
+    shutil.copy(JUDGING / "filtered.jsonl", root / "data" / "filtered.jsonl")
+    _invoke(rec.stage("judge_instructions"), stage_args("judge_instructions", root, params=params,
+                                                        prompt=REPO / "prompts" / "judge_instruction.md"))
+    _invoke(rec.stage("select_instructions"), stage_args("select_instructions", root, params=params))
 
 
 LLM_JUDGE = {"backend": "fake", "model": "fake-judge", "generation": GENERATION, "threshold": 0.5,
@@ -184,12 +189,8 @@ def run_llm_judging(rec: ReadRecorder, root: Path) -> None:
         "judge_instructions": {**LLM_JUDGE, "task": "instruction", "options": {"template": "no verdict here"}},
         "select_instructions": {"keep_unparsed": True},
         "self_evaluate": {**LLM_JUDGE, "task": "response", "options": {"template": "safe"}}})
-    (root / "data").mkdir(exist_ok=True)
-    shutil.copy(JUDGING / "filtered.jsonl", root / "data" / "filtered.jsonl")
+    _judge_and_select(rec, root, params)
     prompts = REPO / "prompts"
-    _invoke(rec.stage("judge_instructions"), stage_args("judge_instructions", root, params=params,
-                                                        prompt=prompts / "judge_instruction.md"))
-    _invoke(rec.stage("select_instructions"), stage_args("select_instructions", root, params=params))
     _invoke(rec.stage("self_evaluate"), stage_args("self_evaluate", root, params=params, responses=JUDGING /
                                                    "responses.jsonl", prompt=prompts / "self_eval.md"))
 
