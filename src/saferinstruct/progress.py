@@ -42,7 +42,7 @@ class Progress:
         self.stream = stream if stream is not None else sys.stderr
         self.clock, self.enabled = clock, enabled
         self.loss: float | None = None
-        self.start = self._last_time = clock()
+        self.start = self._last_time = self._rate_start = clock()
         self._last_done = initial
         tty = _is_tty(self.stream) if tty is None else tty
         self.bar = tqdm(total=total, initial=initial, desc=desc, unit=unit, file=self.stream, dynamic_ncols=True,
@@ -63,12 +63,23 @@ class Progress:
         elif self.enabled and self._due():
             self._print()
 
+    def skip(self, n: int) -> None:
+        """``n`` units found done at no cost (e.g. answered by a cache): counted, but kept out of the rate."""
+        if n <= 0:
+            return
+        self.done += n
+        self.initial += n
+        self._last_done += n  # the next line comes an interval after them
+        self._rate_start = self.clock()  # the time so far went into finding them, not into the work the rate measures
+        if self.bar is not None:
+            self.bar.update(n)
+
     def seconds_left(self) -> float | None:
         """Estimated seconds to ``total`` (None until a unit is done)."""
         ran = self.done - self.initial
         if ran <= 0:
             return None
-        return (self.clock() - self.start) / ran * max(self.total - self.done, 0)
+        return (self.clock() - self._rate_start) / ran * max(self.total - self.done, 0)
 
     def line(self) -> str:
         count = f"{self.done}/{self.total}"
@@ -110,21 +121,12 @@ def _is_tty(stream: IO[str]) -> bool:
 
 def complete(gateway: Any, requests: Sequence[Any], desc: str, unit: str = "calls", enabled: bool = True,
              **options: Any) -> list:
-    """``gateway.complete(requests)`` with a :class:`Progress` (``options``: its settings): requests already in the
-    call cache count as done from the start (and not into the rate the time left is estimated from), each new result
-    as it arrives. The requests go to the backend in one call as before: how it batches them, and so what it
-    generates, is unchanged."""
-    cached = _cached(gateway, requests) if enabled else 0
-    with Progress(desc, len(requests), unit=unit, initial=cached, enabled=enabled, **options) as progress:
-        results = gateway.complete(requests, on_result=lambda _result: progress.update(1))
+    """``gateway.complete(requests)`` with a :class:`Progress` (``options``: its settings): requests the call cache
+    answers count as done at once (and not into the rate the time left is estimated from), each new result as it
+    arrives. The requests go to the backend in one call as before: how it batches them, and so what it generates,
+    is unchanged. A log line comes every ~10% of the requests (at least 10) or 30 s."""
+    options.setdefault("every_steps", max(10, len(requests) // 10))
+    with Progress(desc, len(requests), unit=unit, enabled=enabled, **options) as progress:
+        results = gateway.complete(requests, on_result=lambda _result: progress.update(1), on_lookup=progress.skip)
         progress.advance_to(len(requests))  # duplicates within the batch are answered once: count them too
     return results
-
-
-def _cached(gateway: Any, requests: Sequence[Any]) -> int:
-    """How many of ``requests`` the gateway's cache answers (a read-only look: the cache's counters are kept)."""
-    invalid = gateway.cache.invalid
-    keys = [gateway.key(r) for r in requests]
-    hit = {key: gateway.cache.get(key) is not None for key in set(keys)}
-    gateway.cache.invalid = invalid  # the gateway counts unusable entries itself when it reads them
-    return sum(hit[key] for key in keys)

@@ -62,3 +62,42 @@ def test_respond_prints_progress_lines_with_the_fake_backend(tmp_path, capsys):
     assert "elapsed" in lines[0] and "left" in lines[0]
     respond(rows, REPO / "prompts" / "expert.md", params, tmp_path / "cache", progress=False)
     assert capsys.readouterr().err == ""
+
+
+class CountingCache:
+    """Wraps a gateway's cache to count reads: the progress reporter must not read the cache a second time."""
+
+    def __init__(self, cache):
+        self.cache, self.reads = cache, 0
+
+    def __getattr__(self, name):
+        return getattr(self.cache, name)
+
+    def get(self, key):
+        self.reads += 1
+        return self.cache.get(key)
+
+
+def test_each_cache_entry_is_read_once_and_a_torn_one_is_counted_once(tmp_path):
+    gateway = Gateway(SlowBackend(), cache_dir=tmp_path / "cache")
+    requests = _requests(6)
+    gateway.complete(requests)
+    torn = gateway.cache._path(gateway.key(requests[0]))
+    torn.write_text('{"text": "half', encoding="utf-8")  # what a crash mid-write of an old version left
+    gateway = Gateway(SlowBackend(), cache_dir=tmp_path / "cache")
+    gateway.cache = counting = CountingCache(gateway.cache)
+    stream = io.StringIO()
+    results = complete(gateway, requests, "respond", stream=stream, tty=False, clock=lambda: CLOCK["now"])
+    assert [r.text for r in results] == [f"answer to prompt {i}" for i in range(6)]
+    assert counting.reads == 6  # one look per request, by the gateway alone
+    assert gateway.stats.cache_invalid == 1 and gateway.stats.cache_hits == 5
+    assert stream.getvalue().splitlines()[-1].startswith("respond: 6/6 calls")
+
+
+def test_log_lines_come_every_tenth_of_a_long_run(tmp_path):
+    gateway = Gateway(SlowBackend(), cache_dir=tmp_path / "cache")
+    stream, start = io.StringIO(), CLOCK["now"]
+    complete(gateway, _requests(200), "evaluate", unit="answers", stream=stream, tty=False, every_seconds=10_000,
+             clock=lambda: CLOCK["now"] - start)
+    counts = [line.split(" answers")[0].split()[-1] for line in stream.getvalue().splitlines()]
+    assert counts == [f"{n}/200" for n in range(20, 201, 20)]

@@ -75,9 +75,11 @@ class Gateway:
         return cache_key(self.identity, request)
 
     def complete(self, requests: Sequence[ChatRequest],
-                 on_result: Callable[[ChatResult], None] | None = None) -> list[ChatResult]:
+                 on_result: Callable[[ChatResult], None] | None = None,
+                 on_lookup: Callable[[int], None] | None = None) -> list[ChatResult]:
         """Results in request order; cached ones are free, new ones are cached as each finishes (``on_result`` is
-        called after each, e.g. for a progress bar). Identical requests in one batch are paid once."""
+        called after each, e.g. for a progress bar; ``on_lookup`` once with the number of requests the cache
+        answered, before any call). Identical requests in one batch are paid once."""
         results: list[ChatResult | None] = [None] * len(requests)
         misses: dict[str, list[int]] = {}
         for i, request in enumerate(requests):
@@ -91,6 +93,8 @@ class Gateway:
                 misses.setdefault(key, []).append(i)
         self.stats.requests += len(requests)
         self.stats.cache_invalid = self.cache.invalid
+        if on_lookup is not None:
+            on_lookup(len(requests) - sum(len(idx) for idx in misses.values()))
         if misses:
             self._check_budget()
             self._call_misses(requests, misses, results, on_result)
