@@ -29,6 +29,7 @@ from pathlib import Path
 import click
 
 from saferinstruct.eval.care import points_to_help
+from saferinstruct.eval.dev_tradeoff import tradeoff_row
 from saferinstruct.eval.sets import DNA_CARE_AREA, load_donotanswer
 from saferinstruct.sources.hh_rlhf import parse_hh
 from saferinstruct.io import read_rows
@@ -92,10 +93,13 @@ def dev_sets(seed: int = 7) -> dict[str, list[str]]:
 @click.argument("models", nargs=-1, required=True)
 @click.option("--max-tokens", default=40, show_default=True, help="The refusal judge reads how an answer starts.")
 @click.option("--show", default=None, help="Print each prompt, label and answer of this set.")
-def main(models: tuple[str, ...], max_tokens: int, show: str | None) -> None:
+@click.option("--out", "out_path", type=click.Path(dir_okay=False), default=None,
+              help="Also write {model: {set: {rate, n}}} as JSON (tools/dev_tradeoff.py adds it to the trade-off record).")
+def main(models: tuple[str, ...], max_tokens: int, show: str | None, out_path: str | None) -> None:
     sets = dev_sets()
     params = GenerationParams(max_tokens=max_tokens, temperature=0.0)
     print("refused:", ", ".join(f"{k} n={len(v)}" for k, v in sets.items()))
+    report: dict[str, dict[str, dict[str, float]]] = {}
     for path in models:
         backend = LocalBackend({"model_path": path, "batch_size": 16, "device": "cpu"})
         start, rates = time.time(), {}
@@ -108,7 +112,13 @@ def main(models: tuple[str, ...], max_tokens: int, show: str | None) -> None:
             if name == show:
                 for i, (p, lab) in enumerate(zip(prompts, labels)):
                     print(f"  {lab:10s} {p[:70]!r} -> {answers[i].text[:70]!r}")
-        print(f"{path}: " + "  ".join(f"{k} {v:.1%}" for k, v in rates.items()) + f"  ({time.time() - start:.0f}s)")
+        report[path] = {k: {"rate": v, "n": len(sets[k.removesuffix(":care")])} for k, v in rates.items()}
+        point = tradeoff_row("", path, report[path])
+        print(f"{path}: " + "  ".join(f"{k} {v:.1%}" for k, v in rates.items())
+              + f"  pooled harmful {point['harmful_refused']:.1%} safe {point['safe_refused']:.1%}"
+              + f"  ({time.time() - start:.0f}s)")
+    if out_path:
+        Path(out_path).write_text(json.dumps(report, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -110,6 +110,8 @@ def plots_json(tmp_path_factory) -> dict:
     shutil.copytree(REPO / ".dvc/plots", repo / ".dvc/plots")
     for rel in ("dvclive", "plots/eval"):
         shutil.copytree(REPO / rel, repo / rel, ignore=shutil.ignore_patterns("*.json") if rel == "dvclive" else None)
+    (repo / "docs").mkdir()
+    shutil.copy(REPO / "docs/dev_tradeoff.json", repo / "docs/dev_tradeoff.json")  # the committed record
     stats = {Path(p).stem: json.loads(Path(p).read_text()) for p in _summarize_stats_args()}
     (repo / "plots/funnel.json").write_text(json.dumps(funnel_plot_rows(stats)))
     (repo / "plots/tradeoff.json").write_text(json.dumps(tradeoff_rows(_eval_with_one_interval())))
@@ -118,7 +120,7 @@ def plots_json(tmp_path_factory) -> dict:
 
 
 @pytest.mark.parametrize("name", ["funnel", "refusal_tradeoff", "train_dpo_reward_margin",
-                                  "eval_refusal_by_category"])
+                                  "eval_refusal_by_category", "dev_tradeoff"])
 def test_dvc_renders_the_plot(plots_json, name):
     assert not plots_json.get("errors"), plots_json.get("errors")
     rendered = plots_json["data"][name] if "data" in plots_json else plots_json[name]
