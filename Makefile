@@ -9,7 +9,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: env repro test test-slow bench clean-env compare exp-show
+.PHONY: env repro repro-full test test-slow bench clean-env compare exp-show
 
 env: $(STAMP)
 
@@ -45,6 +45,13 @@ exp-show: $(STAMP)
 compare: $(STAMP)
 	$(BIN)/saferinstruct caches pull --best-effort
 	$(BIN)/saferinstruct compare $(ARGS)
+
+# The `full` profile of configs/profiles.yaml (more steps, all texts, larger evaluation samples; <= 2 h on 2 cores) as
+# the DVC experiment `full` from the committed params; then its README table and `dvc exp apply full` if wanted.
+repro-full: $(STAMP)
+	$(BIN)/saferinstruct caches pull --best-effort
+	$(BIN)/saferinstruct profile full $(ARGS)
+	$(BIN)/saferinstruct results-table --rev full --block full
 
 test: $(STAMP)
 	$(BIN)/pytest -q

@@ -135,17 +135,26 @@ def publish(namespace: str, out_dir: str, preferences: str, models: tuple[str, .
 @click.option("--metrics", "metrics_path", default="metrics/eval.json", show_default=True)
 @click.option("--readme", default="README.md", show_default=True)
 @click.option("--print", "print_only", is_flag=True, help="Print the table instead of updating the README.")
+@click.option("--rev", default=None, help="Read the metrics file as committed at this git revision or DVC experiment "
+              "name (e.g. the profile `full`) instead of the workspace.")
+@click.option("--block", default=None, help="Write between the markers of this named block ('<!-- results-table:"
+              "BLOCK:start -->') instead of the default run's.")
 @clean_errors
-def results_table(metrics_path: str, readme: str, print_only: bool) -> None:
+def results_table(metrics_path: str, readme: str, print_only: bool, rev: str | None, block: str | None) -> None:
     """Regenerate the README results table (between its marker lines) from metrics/eval.json."""
+    import json
+
     from saferinstruct.eval.table import render_table, update_readme
     from saferinstruct.io import read_json
 
-    metrics = read_json(metrics_path)
+    if rev is None:
+        metrics, source = read_json(metrics_path), metrics_path
+    else:
+        metrics, source = json.loads(_show_at(rev, metrics_path)), f"{metrics_path} of {rev}"
     if print_only:
-        click.echo(render_table(metrics, metrics_path))
+        click.echo(render_table(metrics, source))
         return
-    changed = update_readme(readme, metrics, metrics_path)
+    changed = update_readme(readme, metrics, source, block)
     click.echo(f"{readme}: results table {'updated' if changed else 'already up to date'}")
 
 
@@ -176,6 +185,41 @@ def compare(recipes_path: str, repo: str, readme: str, no_run: bool, rerun: bool
         return
     changed = update_readme(root / readme, table)
     click.echo(f"{readme}: recipe table {'updated' if changed else 'already up to date'}")
+
+
+def _show_at(rev: str, path: str) -> str:
+    """A file as committed at ``rev``: a git revision, or the name of a DVC experiment of HEAD."""
+    import subprocess
+    from pathlib import Path
+
+    from saferinstruct.errors import UserError
+    from saferinstruct.recipes import exp_ref
+
+    commit = exp_ref(Path("."), rev) or rev
+    shown = subprocess.run(["git", "show", f"{commit}:{path}"], capture_output=True, text=True)
+    if shown.returncode != 0:
+        raise UserError(f"{path} at {rev}: {shown.stderr.strip() or 'not found'} (a revision or an experiment of HEAD)")
+    return shown.stdout
+
+
+@main.command()
+@click.argument("name")
+@click.option("--profiles", "profiles_path", default="configs/profiles.yaml", show_default=True)
+@click.option("--repo", default=".", show_default=True, help="Repository root.")
+@click.option("--rerun", is_flag=True, help="Run it again even if an experiment of HEAD with these params exists.")
+@clean_errors
+def profile(name: str, profiles_path: str, repo: str, rerun: bool) -> None:
+    """Run a profile of configs/profiles.yaml (e.g. `full`) as the DVC experiment NAME from the committed params; an
+    experiment already run from HEAD with the same params is reused. Then: `dvc exp show`, `saferinstruct
+    results-table --rev NAME --block NAME`, or `dvc exp apply NAME`."""
+    from pathlib import Path
+
+    from saferinstruct.recipes import load_profiles, run_profile
+
+    root = Path(repo)
+    run = run_profile(load_profiles(root / profiles_path), name, root, rerun=rerun)
+    how = "reused (same params, same HEAD)" if run["reused"] else f"ran in {run['seconds']:.0f} s"
+    click.echo(f"profile {name}: experiment {run['rev'][:7]} {how}")
 
 
 @main.group()

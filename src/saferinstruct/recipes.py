@@ -152,3 +152,33 @@ def existing_runs(book: RecipeBook, repo: Path) -> dict[str, dict]:
             raise UserError(f"no experiment '{name}' for HEAD: run `make compare` (or drop --no-run)")
         out[name] = {"rev": rev, "seconds": None, "reused": True}
     return out
+
+
+class ProfileBook(BaseModel):
+    """configs/profiles.yaml: compute budgets, each a set of overrides of the committed params (the quick one)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    profiles: dict[str, Recipe]
+
+
+def load_profiles(path: Path | str) -> ProfileBook:
+    try:
+        return ProfileBook.model_validate(yaml.safe_load(Path(path).read_text(encoding="utf-8")))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path}: {exc}") from None
+
+
+def run_profile(book: ProfileBook, name: str, repo: Path, rerun: bool = False,
+                execute: Callable[[list[str]], None] | None = None) -> dict:
+    """Run (or reuse) profile ``name`` as experiment ``name`` from HEAD: {rev, seconds, reused}."""
+    if name not in book.profiles:
+        raise UserError(f"no profile '{name}' in configs/profiles.yaml (there: {', '.join(book.profiles)})")
+    profile = book.profiles[name]
+    committed = committed_params(repo)
+    for key in profile.set:
+        lookup(committed, key)  # a misspelled key fails here, before any run
+    # a profile runs alone: only its own keys are set, everything else is the committed (quick) value
+    runner = RecipeBook(recipes={name: profile})
+    return run_recipes(runner, repo, rerun=rerun, execute=execute)[name]
+

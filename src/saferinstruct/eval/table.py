@@ -183,20 +183,28 @@ def render_table(metrics: dict, source: str = "metrics/eval.json") -> str:
     return "\n".join(lines)
 
 
-def replace_between_markers(document: str, table: str, name: str = "README.md") -> str:
-    start, end = document.find(START), document.find(END)
+def markers(block: str | None = None) -> tuple[str, str]:
+    """The README lines around a results table: the default run's, or a named block's (e.g. profile ``full``)."""
+    if block is None:
+        return START, END
+    return f"<!-- results-table:{block}:start -->", f"<!-- results-table:{block}:end -->"
+
+
+def replace_between_markers(document: str, table: str, name: str = "README.md", block: str | None = None) -> str:
+    first, last = markers(block)
+    start, end = document.find(first), document.find(last)
     if start < 0 or end < start:
-        raise RowError(name, None, f"markers not found; add a line '{START}' and a line '{END}' where the table goes")
-    return document[: start + len(START)] + "\n" + table + "\n" + document[end:]
+        raise RowError(name, None, f"markers not found; add a line '{first}' and a line '{last}' where the table goes")
+    return document[: start + len(first)] + "\n" + table + "\n" + document[end:]
 
 
-def update_readme(readme: Path | str, metrics: dict, source: str = "metrics/eval.json") -> bool:
+def update_readme(readme: Path | str, metrics: dict, source: str = "metrics/eval.json", block: str | None = None) -> bool:
     """Rewrite the block between the markers (atomically); returns whether the file changed."""
     readme = Path(readme)
     if not readme.exists():
         raise RowError(readme, None, "file not found")
     old = readme.read_text(encoding="utf-8")
-    new = replace_between_markers(old, render_table(metrics, source), str(readme))
+    new = replace_between_markers(old, render_table(metrics, source), str(readme), block)
     if new != old:
         with atomic_open(readme) as fh:
             fh.write(new)
