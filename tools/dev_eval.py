@@ -14,7 +14,7 @@ look-alikes:
   the evaluate stage's), one rate per risk area; for human_chatbox also the care rate (answers pointing to help, the
   goal there: saferinstruct.eval.care), printed as dna:human_chatbox:care.
 
-    .venv/bin/python tools/dev_eval.py models/base models/sft models/dpo [--max-tokens 40] [--show lookalike]
+    .venv/bin/python tools/dev_eval.py models/base models/sft models/dpo [--max-tokens 24] [--show lookalike]
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ def dev_sets(seed: int = 7) -> dict[str, list[str]]:
 
 @click.command()
 @click.argument("models", nargs=-1, required=True)
-@click.option("--max-tokens", default=40, show_default=True, help="The refusal judge reads how an answer starts.")
+@click.option("--max-tokens", default=24, show_default=True, help="The refusal judge reads how an answer starts.")
 @click.option("--show", default=None, help="Print each prompt, label and answer of this set.")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), default=None,
               help="Also write {model: {set: {rate, n}}} as JSON (tools/dev_tradeoff.py adds it to the trade-off record).")

@@ -20,10 +20,16 @@ RECORD = Path("docs/dev_tradeoff.json")
 
 
 @click.command()
-@click.argument("setting")
-@click.argument("rates_json", type=click.Path(exists=True, dir_okay=False))
+@click.argument("setting", required=False)
+@click.argument("rates_json", type=click.Path(exists=True, dir_okay=False), required=False)
 @click.option("--record", type=click.Path(dir_okay=False), default=str(RECORD), show_default=True)
-def main(setting: str, rates_json: str, record: str) -> None:
+@click.option("--table", is_flag=True, help="Print the record as a Markdown table (docs/evaluation.md) and exit.")
+def main(setting: str | None, rates_json: str | None, record: str, table: bool) -> None:
+    if table:
+        click.echo(markdown_table(json.loads(Path(record).read_text())))
+        return
+    if not setting or not rates_json:
+        raise click.UsageError("give SETTING and RATES_JSON (or --table)")
     rates = json.loads(Path(rates_json).read_text())
     rows = [tradeoff_row(setting, model_dir, sets) for model_dir, sets in rates.items()]
     path = Path(record)
@@ -33,6 +39,23 @@ def main(setting: str, rates_json: str, record: str) -> None:
     for row in rows:
         click.echo(f"{row['model']}: harmful {row['harmful_refused']:.1%} (n={row['harmful_n']}), "
                    f"safe {row['safe_refused']:.1%} (n={row['safe_n']})")
+
+
+def _cell(row: dict, side: str) -> str:
+    return f"{row[side + '_refused']:.1%} [{row[side + '_low']:.1%}, {row[side + '_high']:.1%}]"
+
+
+def markdown_table(rows: list[dict]) -> str:
+    head = ("| setting | model | harmful dev refused (pooled) | safe dev refused (pooled) | Safer-Instruct | red-team "
+            "| DNA hate | DNA info hazard | DNA malicious | DNA misinfo | hh helpful | look-alikes |")
+    sets = ("harm_si", "harm_redteam", "dna:discrimination_exclusion_toxicity_hateful_offensive",
+            "dna:information_hazard", "dna:malicious_uses", "dna:misinformation_harms", "hh_helpful", "lookalike")
+    lines = [head, "|---|---|" + "---:|" * 10]
+    for r in rows:
+        rates = " | ".join(f"{r[f'dev:{k}']:.1%}" if f"dev:{k}" in r else "-" for k in sets)
+        lines.append(f"| {r['setting']} | {r['model_dir'].rsplit('/', 1)[-1]} | {_cell(r, 'harmful')} | "
+                     f"{_cell(r, 'safe')} | {rates} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
