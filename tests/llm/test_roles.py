@@ -57,10 +57,12 @@ def test_evaluate_generation_hits_the_old_layouts_cache(tiny_model_dir, tmp_path
     """Answers cached through the old `evaluate.generation` layout are all hits for the new one: no generation."""
     prompts = [EvalPrompt(id=f"p{i}", eval_set="advbench", group="g", prompt=f"Say {i}.", kind="harmful")
                for i in range(2)]
+    settings = load_section("evaluate", EvaluateParams, REPO / "params.yaml").generation
+    # the layout is what changed, not the values: the old layout's token cap is the committed one (the quick profile's)
+    old_params = {**OLD_EVALUATE["params"], "max_tokens": settings.generation.max_tokens}
     old = Gateway(make_backend("transformers", {**OLD_EVALUATE["backend_options"], "model_path": str(tiny_model_dir),
                                                 "device": "cpu"}), cache_dir=tmp_path)
-    old.complete([ChatRequest.chat(p.prompt, params=GenerationParams(**OLD_EVALUATE["params"])) for p in prompts])
-    settings = load_section("evaluate", EvaluateParams, REPO / "params.yaml").generation
+    old.complete([ChatRequest.chat(p.prompt, params=GenerationParams(**old_params)) for p in prompts])
     settings = settings.model_copy(update={"options": {**settings.options, "device": "cpu"}})  # device is unkeyed
     _, stats = generate(tiny_model_dir, prompts, settings, tmp_path, progress=False)
     assert (stats["cache_hits"], stats["calls"]) == (2, 0)
