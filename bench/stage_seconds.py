@@ -11,11 +11,13 @@ the seconds of the run that wrote its stats; a stage answered from the call cach
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import click
 import yaml
+
+from saferinstruct.errors import UserError
+from saferinstruct.recipes import file_at
 
 
 def stage_seconds(read) -> dict[str, float | None]:
@@ -33,8 +35,10 @@ def _workspace(path: str) -> str | None:
 
 def _at(rev: str):
     def read(path: str) -> str | None:
-        shown = subprocess.run(["git", "show", f"{rev}:{path}"], capture_output=True, text=True)
-        return shown.stdout if shown.returncode == 0 else None
+        try:
+            return file_at(Path("."), rev, path)
+        except UserError:  # a stage that did not exist at that revision
+            return None
     return read
 
 

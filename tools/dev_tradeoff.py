@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from saferinstruct.eval.dev_tradeoff import merge_rows, tradeoff_row
+from saferinstruct.eval.dev_tradeoff import HARMFUL_POOL, SAFE_POOL, merge_rows, tradeoff_row
 from saferinstruct.io import atomic_open
 
 RECORD = Path("docs/dev_tradeoff.json")
@@ -48,8 +48,7 @@ def _cell(row: dict, side: str) -> str:
 def markdown_table(rows: list[dict]) -> str:
     head = ("| setting | model | harmful dev refused (pooled) | safe dev refused (pooled) | Safer-Instruct | red-team "
             "| DNA hate | DNA info hazard | DNA malicious | DNA misinfo | hh helpful | look-alikes |")
-    sets = ("harm_si", "harm_redteam", "dna:discrimination_exclusion_toxicity_hateful_offensive",
-            "dna:information_hazard", "dna:malicious_uses", "dna:misinformation_harms", "hh_helpful", "lookalike")
+    sets = HARMFUL_POOL + SAFE_POOL  # the header names them in this order
     lines = [head, "|---|---|" + "---:|" * 10]
     for r in rows:
         rates = " | ".join(f"{r[f'dev:{k}']:.1%}" if f"dev:{k}" in r else "-" for k in sets)

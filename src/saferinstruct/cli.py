@@ -142,15 +142,16 @@ def publish(namespace: str, out_dir: str, preferences: str, models: tuple[str, .
 @clean_errors
 def results_table(metrics_path: str, readme: str, print_only: bool, rev: str | None, block: str | None) -> None:
     """Regenerate the README results table (between its marker lines) from metrics/eval.json."""
-    import json
+    from pathlib import Path
 
     from saferinstruct.eval.table import render_table, update_readme
     from saferinstruct.io import read_json
+    from saferinstruct.recipes import file_at
 
     if rev is None:
         metrics, source = read_json(metrics_path), metrics_path
     else:
-        metrics, source = json.loads(_show_at(rev, metrics_path)), f"{metrics_path} of {rev}"
+        metrics, source = json.loads(file_at(Path("."), rev, metrics_path)), f"{metrics_path} of {rev}"
     if print_only:
         click.echo(render_table(metrics, source))
         return
@@ -185,21 +186,6 @@ def compare(recipes_path: str, repo: str, readme: str, no_run: bool, rerun: bool
         return
     changed = update_readme(root / readme, table)
     click.echo(f"{readme}: recipe table {'updated' if changed else 'already up to date'}")
-
-
-def _show_at(rev: str, path: str) -> str:
-    """A file as committed at ``rev``: a git revision, or the name of a DVC experiment of HEAD."""
-    import subprocess
-    from pathlib import Path
-
-    from saferinstruct.errors import UserError
-    from saferinstruct.recipes import exp_ref
-
-    commit = exp_ref(Path("."), rev) or rev
-    shown = subprocess.run(["git", "show", f"{commit}:{path}"], capture_output=True, text=True)
-    if shown.returncode != 0:
-        raise UserError(f"{path} at {rev}: {shown.stderr.strip() or 'not found'} (a revision or an experiment of HEAD)")
-    return shown.stdout
 
 
 @main.command()

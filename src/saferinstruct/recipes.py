@@ -111,8 +111,16 @@ def drop_experiment(repo: Path, name: str) -> None:
     _git(repo, "update-ref", "-d", _exp_refname(repo, name), check=False)
 
 
+def file_at(repo: Path, rev: str, path: str) -> str:
+    """``path`` as committed at ``rev``: a git revision, or the name of a DVC experiment of HEAD."""
+    shown = _git(repo, "show", f"{exp_ref(repo, rev) or rev}:{path}", check=False)
+    if shown.returncode != 0:
+        raise UserError(f"{path} at {rev}: {shown.stderr.strip() or 'not found'} (a revision or an experiment of HEAD)")
+    return shown.stdout
+
+
 def committed_params(repo: Path) -> dict:
-    return yaml.safe_load(_git(repo, "show", "HEAD:params.yaml").stdout)
+    return yaml.safe_load(file_at(repo, "HEAD", "params.yaml"))
 
 
 def _matches(repo: Path, rev: str, sets: list[str]) -> bool:
