@@ -10,7 +10,7 @@ import pytest
 
 from saferinstruct.llm.base import ChatRequest, GenerationParams, backend_class
 from saferinstruct.llm.gateway import Gateway
-from saferinstruct.llm.local import LocalBackend, weights_sha256
+from saferinstruct.llm.local import LocalBackend, token_budget_batches, weights_sha256
 
 PROMPTS = ["Write a short poem about the sea.", "How do I bake bread?", "The quick brown fox",
            "You are a helpful and harmless assistant. Please answer safely. " * 3, "Mix flour, water, salt",
@@ -40,6 +40,32 @@ def test_batched_greedy_equals_per_item(varied_model_dir, chat_template, stop):
     if stop:
         assert {f for _, _, f in batched} == {"stop", "length"}
         assert all((n < 10) == (f == "stop") and "e" not in t for t, n, f in batched)
+
+
+def test_token_budget_batches():
+    """Rows sorted longest first; a batch closes at batch_size rows or when rows x its longest prompt would pass the
+    budget; a prompt longer than the budget still gets a batch of its own; no budget = batch_size alone."""
+    lengths = [300, 200, 100, 40, 40, 30, 20, 10]
+    items = list(range(len(lengths)))
+    assert token_budget_batches(items, lengths, 64, 400) == [[0], [1, 2], [3, 4, 5, 6, 7]]
+    assert token_budget_batches(items, lengths, 3, 400) == [[0], [1, 2], [3, 4, 5], [6, 7]]
+    assert token_budget_batches(items, lengths, 3, None) == [[0, 1, 2], [3, 4, 5], [6, 7]]
+    assert token_budget_batches(items, lengths, 8, 100) == [[0], [1], [2], [3, 4], [5, 6, 7]]
+    assert token_budget_batches([], [], 8, 100) == []
+
+
+def test_token_budget_changes_batches_not_outputs(varied_model_dir):
+    """The budget splits the long prompts off into their own batches; texts equal the per-item ones."""
+    opts = {"model_path": str(varied_model_dir)}
+    budget = LocalBackend({**opts, "batch_size": 8, "max_batch_tokens": 60})
+    stream = budget.run(_reqs())
+    next(stream)
+    assert budget.generated < len(PROMPTS)  # the longest prompt (~50 tokens) went alone: 2 x its length > 60
+    rest = sorted([*stream], key=lambda x: x[0])
+    assert budget.generated == len(PROMPTS) and len(rest) == len(PROMPTS) - 1
+    assert _full(LocalBackend({**opts, "batch_size": 8, "max_batch_tokens": 60}), _reqs()) == \
+        _full(LocalBackend({**opts, "batch_size": 1}), _reqs())
+    assert "max_batch_tokens" not in budget.identity()  # how requests are batched does not key the call cache
 
 
 def test_raw_prompt_output_is_the_continuation_only(varied_model_dir):
@@ -119,3 +145,40 @@ def test_registered_and_cached_through_the_gateway(varied_model_dir, tmp_path):
     cached = Gateway(again, cache_dir=tmp_path).complete(_reqs())
     assert [r.text for r in cached] == texts and all(r.cached for r in cached)
     assert first.generated == len(PROMPTS) and again.generated == 0 and again.model is None
+
+
+def _nucleus(probs, top_p):
+    """The top-p nucleus computed independently: numpy, largest first, the smallest prefix whose mass reaches top_p."""
+    import numpy as np
+
+    order = np.argsort(-probs, kind="stable")
+    mass = np.cumsum(probs[order])
+    keep = order[: int(np.searchsorted(mass, top_p)) + 1]
+    nucleus = np.zeros_like(probs)
+    nucleus[keep] = probs[keep]
+    return nucleus / nucleus.sum()
+
+
+@pytest.mark.parametrize("logits_kind,top_p", [("peaked", 0.9), ("flat", 0.9), ("peaked", 1.0)])
+def test_row_sampler_draws_from_the_nucleus(logits_kind, top_p):
+    """Draw frequencies match the nucleus distribution; nothing outside it is drawn. `flat` needs ~900 of 1,000
+    tokens for top_p, past the sampler's top-k shortcut: the full-sort fallback must give the same nucleus."""
+    import numpy as np
+    import torch
+
+    from saferinstruct.llm.local import RowSampler
+
+    vocab, rows, temperature = 1000, 6000, 0.7
+    logits = (-torch.arange(vocab, dtype=torch.float32) * (0.5 if logits_kind == "peaked" else 0.001))
+    logits = logits[torch.randperm(vocab, generator=torch.Generator().manual_seed(0))]  # the nucleus is not a prefix
+    want = _nucleus(torch.softmax(logits / temperature, -1).double().numpy(), top_p)
+    sampler = RowSampler(list(range(rows)), temperature, top_p)
+    out = sampler(None, logits.expand(rows, vocab).clone())
+    picks = out.argmax(-1).numpy()
+    assert (out == 0).sum(-1).eq(1).all()  # exactly one token left per row
+    assert want[picks].min() > 0  # never outside the nucleus
+    freq = np.bincount(picks, minlength=vocab) / rows
+    assert np.abs(freq - want).max() < 0.02
+    assert np.abs(freq - want).sum() < (0.1 if logits_kind == "peaked" else 0.5)  # flat: 900 cells of ~7 draws
+    again = RowSampler([5, 4, 3], temperature, top_p)(None, logits.expand(3, vocab).clone()).argmax(-1)
+    assert again.tolist() == picks[[5, 4, 3]].tolist()  # a row's draw depends on its seed only

@@ -111,3 +111,26 @@ def test_loss_type_sft_adds_the_chosen_nll(tmp_path, tiny_model_dir):
 def test_loss_weights_must_match_loss_type():
     with pytest.raises(ValueError, match="loss_weights has 1 values for 2 loss_type"):
         dpo_mod.DpoParams(loss_type=["sigmoid", "sft"], loss_weights=[1.0])
+
+
+def test_reference_pass_longest_first_gives_each_row_its_own_logps(tmp_path, tiny_model_dir):
+    """The reference pass runs over the pairs longest first (less padding); every row still gets the log-probs an
+    unpadded pass of that row alone gives, in the rows' own order."""
+    from saferinstruct.train.data import load_preferences
+    from saferinstruct.train.dpo import DpoParams, build_dpo_trainer, longest_first, unsort
+
+    assert unsort([30.0, 10.0, 20.0], [2, 0, 1]) == [10.0, 20.0, 30.0]
+    policy = copy_model(tiny_model_dir, tmp_path / "sft")
+    rows = load_preferences(FIX / "preferences.jsonl", "conversational", with_rejected=True)[0]
+    trainer = build_dpo_trainer(policy, policy, rows, DpoParams(max_length=256, ref_batch_size=3),
+                                tmp_path / "staging", stored=None)
+    data = trainer.train_dataset
+    order = longest_first(data)
+    assert order != sorted(order)  # the fixture's pairs are not already longest first: the mapping is exercised
+    assert trainer.computed.ids == list(data["id"])
+    with torch.inference_mode():  # the policy is still the untrained copy of the reference
+        for i in range(len(data)):
+            chosen, rejected = trainer.compute_ref_log_probs(trainer.model, trainer.data_collator([data[i]]))
+            assert trainer.computed.chosen[i] == pytest.approx(chosen.item(), abs=1e-4)
+            assert trainer.computed.rejected[i] == pytest.approx(rejected.item(), abs=1e-4)
+            assert data[i]["ref_chosen_logps"] == pytest.approx(chosen.item(), abs=1e-4)

@@ -30,6 +30,10 @@ _WEIGHT_HASHES: dict[tuple[str, float], str] = {}
 class LocalOptions(EngineOptions):
     model_path: str
     batch_size: int = Field(default=16, ge=1)
+    # A batch also stops growing once rows x its longest prompt would pass this many tokens (null: batch_size
+    # alone): left padding makes every row pay the longest prompt's prefill, so short prompts take wide batches
+    # (decoding gains from them) and long ones narrow batches.
+    max_batch_tokens: int | None = Field(default=None, ge=1)
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "float32"
     max_input_tokens: int = Field(default=2048, ge=1)
     # False: the messages' contents are the raw prompt (the paper's reverse template), no chat markup added.
@@ -101,6 +105,20 @@ def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
     return (text[:min(cuts)], True) if cuts else (text, False)
 
 
+def token_budget_batches(items: list[int], lengths: list[int], batch_size: int,
+                         max_batch_tokens: int | None) -> list[list[int]]:
+    """Consecutive batches of items sorted longest first: at most batch_size rows, and (when set) at most
+    max_batch_tokens padded prompt tokens, i.e. rows x the batch's first (longest) length; never an empty batch."""
+    batches: list[list[int]] = []
+    for item, length in zip(items, lengths):
+        if batches and len(batches[-1]) < batch_size and (
+                max_batch_tokens is None or (len(batches[-1]) + 1) * batches[-1][0][1] <= max_batch_tokens):
+            batches[-1].append((item, length))
+        else:
+            batches.append([(item, length)])
+    return [[item for item, _ in batch] for batch in batches]
+
+
 def generated_lengths(out: Any, n_prompt: int, eos_ids: list[int], stops: Any) -> list[tuple[int, bool]]:
     """(tokens each row really generated, whether it stopped) for a batch from ``generate``.
 
@@ -136,7 +154,7 @@ class LocalBackend(EngineMixin, Backend):
         self._stops: dict[tuple[str, ...], Any] = {}
 
     def unkeyed_options(self) -> set[str]:
-        return {"batch_size", "device"} | LocalOptions.engine_keys()
+        return {"batch_size", "max_batch_tokens", "device"} | LocalOptions.engine_keys()
 
     def identity(self) -> str:
         if self._identity is None:
@@ -191,9 +209,8 @@ class LocalBackend(EngineMixin, Backend):
                                     error=f"prompt has {len(ids[i])} tokens > max_input_tokens "
                                           f"{self.options.max_input_tokens}")
         todo = sorted((i for i in idxs if len(ids[i]) <= self.options.max_input_tokens), key=lambda i: -len(ids[i]))
-        size = self.options.batch_size
-        for start in range(0, len(todo), size):
-            batch = todo[start:start + size]
+        for batch in token_budget_batches(todo, [len(ids[i]) for i in todo], self.options.batch_size,
+                                          self.options.max_batch_tokens):
             texts = self.generate_batch([ids[i] for i in batch], requests[batch[0]].params,
                                         [row_seed(requests[i].params.seed, requests[i].sample_index, prompts[i])
                                          for i in batch])
@@ -250,8 +267,13 @@ class LocalBackend(EngineMixin, Backend):
 class RowSampler:
     """A logits processor that samples each row with its own generator, then leaves only that token for argmax.
 
-    Probabilities are computed in float32 on the CPU so a request's draw is the same on any device and batch.
+    Probabilities are computed in float32 on the CPU so a request's draw is the same on any device and batch. The
+    nucleus comes from ``topk`` (a row falls back to a full sort only when its top ``NUCLEUS_K`` tokens do not reach
+    top_p) and each row inverts its own cumulative distribution with one uniform draw: a full-vocabulary sort plus
+    ``torch.multinomial`` per row cost ~70 ms of every ~200 ms decoding step at batch 16 on a 2-core CPU.
     """
+
+    NUCLEUS_K = 256
 
     def __init__(self, seeds: list[int], temperature: float, top_p: float):
         import torch
@@ -264,10 +286,19 @@ class RowSampler:
 
         probs = torch.softmax(scores.float().cpu() / self.temperature, dim=-1)
         if self.top_p < 1.0:
-            sorted_p, order = probs.sort(dim=-1, descending=True)
-            drop = sorted_p.cumsum(-1) - sorted_p > self.top_p  # keep the smallest prefix reaching top_p
-            probs = probs.scatter(-1, order, sorted_p.masked_fill(drop, 0.0))
-        picks = [torch.multinomial(probs[r], 1, generator=g) for r, g in enumerate(self.gens)]
+            top_v, top_i = probs.topk(min(self.NUCLEUS_K, probs.shape[-1]), dim=-1)  # sorted, largest first
+            reach = top_v.cumsum(-1)[:, -1] > self.top_p
+        picks = []
+        for r, gen in enumerate(self.gens):
+            if self.top_p >= 1.0:
+                weights, ids = probs[r], None
+            else:
+                p, ids = (top_v[r], top_i[r]) if reach[r] else probs[r].sort(descending=True)
+                weights = p.masked_fill(p.cumsum(-1) - p > self.top_p, 0.0)  # the smallest prefix reaching top_p
+            cdf = weights.cumsum(-1)
+            u = torch.rand(1, generator=gen) * cdf[-1]
+            pos = min(int(torch.searchsorted(cdf, u)), len(cdf) - 1)
+            picks.append(pos if ids is None else int(ids[pos]))
         out = torch.full_like(scores, float("-inf"))
-        out[torch.arange(len(picks)), torch.cat(picks).to(scores.device)] = 0.0
+        out[torch.arange(len(picks)), torch.tensor(picks, device=scores.device)] = 0.0
         return out

@@ -41,6 +41,21 @@ class DpoParams(TrainParams):
         return self
 
 
+def longest_first(dataset) -> list[int]:
+    """Row indices of tokenised DPO pairs, longest (prompt + longer completion) first; ties keep their order."""
+    lengths = [len(p) + max(len(c), len(r))
+               for p, c, r in zip(dataset["prompt_ids"], dataset["chosen_ids"], dataset["rejected_ids"])]
+    return sorted(range(len(lengths)), key=lambda i: -lengths[i])
+
+
+def unsort(values: list[float], order: list[int]) -> list[float]:
+    """Values computed over rows taken in ``order`` put back in the rows' own order."""
+    out = [0.0] * len(order)
+    for value, row in zip(values, order):
+        out[row] = value
+    return out
+
+
 def _stored_ref_trainer_class():
     from torch.utils.data import DataLoader
     from trl import DPOTrainer
@@ -65,8 +80,10 @@ def _stored_ref_trainer_class():
                     .add_column("ref_rejected_logps", logps.rejected))
 
         def _compute(self, dataset, ids: list[str], batch_size: int) -> RefLogps:
-            # trl's own loop, minus its arrow cache file (a random temp path per rank for in-memory datasets)
-            loader = self.accelerator.prepare(DataLoader(dataset, batch_size=batch_size, shuffle=False,
+            # trl's own loop, minus its arrow cache file (a random temp path per rank for in-memory datasets), over
+            # the pairs longest first: a batch pads to its longest pair, and random order padded ~1.34x the tokens
+            order = longest_first(dataset)
+            loader = self.accelerator.prepare(DataLoader(dataset.select(order), batch_size=batch_size, shuffle=False,
                                                          collate_fn=self.data_collator))
             chosen: list[float] = []
             rejected: list[float] = []
@@ -81,6 +98,7 @@ def _stored_ref_trainer_class():
                     chosen += c.float().cpu().tolist()
                     rejected += r.float().cpu().tolist()
                     progress.advance_to(len(chosen))
+            chosen, rejected = unsort(chosen, order), unsort(rejected, order)
             return RefLogps(ids=ids, chosen=chosen, rejected=rejected)
 
     return StoredRefDPOTrainer
