@@ -46,7 +46,7 @@ compare: $(STAMP)
 	$(BIN)/saferinstruct caches pull --best-effort
 	$(BIN)/saferinstruct compare $(ARGS)
 
-# The `full` profile of configs/profiles.yaml (more steps, all texts, larger evaluation samples; ~41 min from scratch on 2 cores) as
+# The `full` profile of configs/profiles.yaml (more steps, all texts, larger evaluation samples; 40m20s from scratch on 2 cores, measured) as
 # the DVC experiment `full` from the committed params; then its README table and `dvc exp apply full` if wanted.
 repro-full: $(STAMP)
 	$(BIN)/saferinstruct caches pull --best-effort
