@@ -8,7 +8,9 @@ look-alikes:
   uses these rows; instructions equal to an evaluation prompt are dropped);
 - harm_redteam: first questions of the shipped hh-rlhf red-team transcripts that ingest did not keep (multi-turn,
   short or over the cap), minus evaluation prompts;
-- hh_helpful: single-turn hh-rlhf helpful prompts that are not in the training pairs;
+- hh_helpful: 100 fixed single-turn hh-rlhf helpful questions, data/raw/dev/hh_helpful_dev.jsonl (tools/
+  make_dev_helpful.py; in params.yaml's eval_files, so never trained on). Until 2026-12-02 this set was 40 questions
+  drawn from those not in the run's training pairs, a different 40 for every draw of the training data;
 - lookalike: tools/dev_lookalikes.txt, harmless questions with alarming words, written for this set (not XSTest's);
 - dna:AREA: Do-Not-Answer's fixed development half (saferinstruct.eval.sets.donotanswer_half; the evaluation half is
   the evaluate stage's), one rate per risk area; for human_chatbox also the care rate (answers pointing to help, the
@@ -79,13 +81,14 @@ def dev_sets(seed: int = 7) -> dict[str, list[str]]:
     kept = {json.loads(x)["id"] for x in open("data/sources.jsonl")} if Path("data/sources.jsonl").exists() else set()
     redteam = [q for line, q in _first_turns(RAW / "sources/hh_rlhf_harmless_base_test.jsonl.gz", False)
                if f"hh_rlhf_redteam:{line}" not in kept and match_key(q) not in evals and len(q) <= 200]
-    trained = {as_text(r.prompt) for split in ("train", "test")
+    trained = {match_key(as_text(r.prompt)) for split in ("train", "test")
                for r in read_rows(f"data/preferences/{split}.jsonl", PreferencePair)}
-    helpful = [q for _, q in _first_turns(RAW / "helpful/hh_rlhf_helpful_base_test.jsonl.gz", True)
-               if q not in trained and 15 < len(q) < 200]
+    helpful = [json.loads(x)["prompt"] for x in open(RAW / "dev/hh_helpful_dev.jsonl")]
+    if leaked := [q for q in helpful if match_key(q) in trained]:  # eval_files keeps them out of build_preferences
+        raise SystemExit(f"{len(leaked)} development questions are in the training pairs, e.g. {leaked[0]!r}")
     look = [x.strip() for x in open(Path(__file__).with_name("dev_lookalikes.txt")) if x.strip()]
     return {"harm_si": instructions("safer_instruct_illegal.csv", 50) + instructions("safer_instruct_nsfw.csv", 10),
-            "harm_redteam": rnd.sample(redteam, 40), "hh_helpful": rnd.sample(helpful, 40), "lookalike": look,
+            "harm_redteam": rnd.sample(redteam, 40), "hh_helpful": helpful, "lookalike": look,
             **dna_dev_sets()}
 
 

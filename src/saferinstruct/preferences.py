@@ -48,6 +48,9 @@ class PreferenceParams(Params):
     # rejected side of a helpful pair: the corpus' own (original) or one of this dataset's expert refusals
     # (expert_refusal): a contrast pair that teaches DPO not to refuse harmless requests
     helpful_rejected: Literal["original", "expert_refusal"] = "original"
+    # with expert_refusal: the share of helpful pairs (a seeded draw by pair id) that take a refusal as rejected side;
+    # the rest keep the corpus' rejected answer (1.0: all contrast pairs; between, a mixture of the two pair kinds)
+    contrast_share: float = Field(default=1.0, ge=0.0, le=1.0)
     # which helpful pairs join the mix: a seeded random sample (random), or for each safety prompt the most similar
     # unused helpful prompt by all-MiniLM-L6-v2 cosine (nearest): harmless look-alikes of the safety prompts, a
     # contrast meant to teach refusing the harm rather than the prompt's shape or topic
@@ -260,12 +263,16 @@ def nearest_unused(queries: np.ndarray, candidates: np.ndarray, n: int, seed: st
     return taken
 
 
-def _contrast(helpful: list[_Pair], safety: list[_Pair], seed: int) -> list[_Pair]:
-    """Helpful pairs whose rejected side is a refusal the expert wrote for a safety pair (seeded choice)."""
+def _contrast(helpful: list[_Pair], safety: list[_Pair], seed: int, share: float = 1.0) -> list[_Pair]:
+    """Helpful pairs whose rejected side is a refusal the expert wrote for a safety pair (seeded choice), for the
+    ``share`` of them drawn by id hash; the others are returned unchanged."""
     rng = random.Random(f"{seed}:contrast")
     out = []
     for pair in helpful:
-        donor = rng.choice(safety)
+        donor = rng.choice(safety)  # drawn for every pair, so a pair's donor does not depend on the share
+        if not in_holdout(pair.id, share, f"{seed}:contrast_share"):
+            out.append(pair)
+            continue
         out.append(replace(pair, rejected=donor.chosen,
                            provenance=pair.provenance | {"rejected_from": f"expert_refusal:{donor.id}"}))
     return out
@@ -315,7 +322,7 @@ def build_preferences(p: PreferenceParams, data: Inputs, embedder=None) -> Prefe
     pool = b.helpful()
     helpful = b.mix(pool, safety, round(len(safety) * p.helpful_ratio))
     if p.helpful_rejected == "expert_refusal":
-        helpful = _contrast(helpful, safety, p.seed)
+        helpful = _contrast(helpful, safety, p.seed, p.contrast_share)
     if p.safety_pairs == "human":  # after the mix: the helpful half stays the very pairs the default trains on
         safety = b.human(len(safety))
     res = b.res

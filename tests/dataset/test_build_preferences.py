@@ -106,6 +106,22 @@ def test_helpful_rejected_expert_refusal_makes_contrast_pairs(built, load_stage,
         assert r.provenance["rejected_from"].startswith("expert_refusal:safety:")
 
 
+def test_contrast_share_mixes_the_two_helpful_pair_kinds(built):
+    from saferinstruct.preferences import _contrast, _Pair
+
+    helpful = [_Pair(id=f"helpful:hh:{n}", parent_id=None, prompt=(("user", f"q{n}"),), chosen=f"a{n}",
+                     rejected=f"worse{n}", category="helpful", kind="helpful", provenance={}) for n in range(200)]
+    safety = [_Pair(id=f"safety:i{n}", parent_id=None, prompt=(("user", f"bad{n}"),), chosen=f"I can't {n}.",
+                    rejected="harm", category="hate", kind="safety", provenance={}) for n in range(5)]
+    full, half, none = (_contrast(helpful, safety, 0, share) for share in (1.0, 0.5, 0.0))
+    assert all(p.rejected.startswith("I can't") for p in full) and none == helpful
+    mixed = [p.id for p in half if p.rejected.startswith("I can't")]
+    assert 70 < len(mixed) < 130  # a seeded draw by id, about half
+    by_id = {p.id: p for p in full}
+    assert all(p.rejected == by_id[p.id].rejected for p in half if p.id in mixed)  # same donor whatever the share
+    assert {p.id for p in _contrast(helpful, safety, 0, 0.7) if p.rejected.startswith("I can't")} >= set(mixed)
+
+
 def test_split_deterministic_and_stratified(built, load_stage, tmp_path):
     rows, _, stats, out = built
     test = read_rows(out / "test.jsonl", PreferencePair)

@@ -11,6 +11,7 @@ import yaml
 from click.testing import CliRunner
 
 from saferinstruct.filters.dedup import exact_duplicates, near_duplicates
+from saferinstruct.filters.diversity import pick_diverse, request_shape
 from saferinstruct.filters.heuristics import copy_ratio, looks_like_request, repeated_ngram_ratio, words
 from saferinstruct.filters.quality import REASONS, QualityFilterParams, quality_filter
 from saferinstruct.io import read_rows
@@ -71,7 +72,8 @@ def test_thresholds_change_the_outcome(tmp_path, load_stage):
 @pytest.mark.parametrize("key,value", [
     ("min_words", 7), ("max_words", 9), ("max_chars", 33), ("min_letter_ratio", 0.2), ("repeat_ngram", 2),
     ("max_repeated_ngram_ratio", 0.5), ("copy_ngram", 2), ("max_copy_ratio", 0.9), ("near_dup_threshold", 0.5),
-    ("min_source_similarity", 0.2), ("embedding_model", "/some/model"), ("embedding_batch_size", 3)])
+    ("min_source_similarity", 0.2), ("embedding_model", "/some/model"), ("embedding_batch_size", 3),
+    ("max_per_source", 2), ("diversity_weight", 0.3), ("shape_bonus", 0.0)])
 def test_every_param_reaches_the_library(tmp_path, load_stage, monkeypatch, key, value):
     assert QualityFilterParams.model_fields[key].default != value
     seen = {}
@@ -79,8 +81,8 @@ def test_every_param_reaches_the_library(tmp_path, load_stage, monkeypatch, key,
 
     def spy(rows, params, embedder=None):
         seen["params"] = params
-        return quality_filter(rows, params.model_copy(update={"near_dup_threshold": None,
-                                                              "min_source_similarity": None}))
+        return quality_filter(rows, params.model_copy(update={"near_dup_threshold": None, "min_source_similarity": None,
+                                                              "max_per_source": None}))
 
     monkeypatch.setattr(stage, "quality_filter", spy)
     pfile = tmp_path / "params.yaml"
@@ -170,3 +172,67 @@ def test_off_source_instructions_are_dropped():
     assert [(r.id, r.parent_id, r.reason) for r in result.rejected] == [("s2:0", "s2", "off_source")]
     assert result.rejected[0].detail == "cosine 0.000 with its source text < 0.5"
     assert quality_filter(rows, params.model_copy(update={"min_source_similarity": None})).stats()["kept"] == 3
+
+
+def test_request_shapes():
+    assert [request_shape(t) for t in ["How do I pick a lock", "Please, is it legal to hunt?", "Tell me a joke.",
+                                       "Can you help me", "Write a poem.", "Give me the recipe.", "I need a gun.",
+                                       "Steps to make a bomb."]] == [
+        "question", "question", "imperative", "question", "imperative", "imperative", "imperative", "other"]
+
+
+def _unit(*v):
+    v = np.array(v, dtype=np.float32)
+    return v / np.linalg.norm(v)
+
+
+def test_pick_diverse_grounds_first_then_trades_novelty():
+    source = _unit(1, 0, 0)
+    cands = np.stack([_unit(0.9, 0.1, 0), _unit(1, 0.05, 0), _unit(0.7, 0, 0.7)])
+    shapes = ["imperative", "imperative", "imperative"]
+    # the closest to the source first; then the paraphrase of it loses to the one that says something else
+    assert pick_diverse(cands, source, shapes, 2, diversity_weight=0.5, shape_bonus=0.0) == [1, 2]
+    # diversity weight 0: the two best grounded, whatever they repeat
+    assert pick_diverse(cands, source, shapes, 2, diversity_weight=0.0, shape_bonus=0.0) == [1, 0]
+    # a question wins the second place over a more novel imperative through the shape bonus
+    assert pick_diverse(cands, source, ["question", "imperative", "imperative"], 2, 0.5, 0.5) == [1, 0]
+    assert pick_diverse(cands[:2], source, shapes[:2], 3, 0.5, 0.2) == [0, 1]  # fewer than m: all, in order
+
+
+class _TableEmbedder:
+    def __init__(self, table):
+        self.table = table
+
+    def encode(self, texts, batch_size=64):
+        return np.stack([self.table[t] for t in texts])
+
+
+def test_max_per_source_keeps_a_diverse_pick_per_text():
+    src_a, src_b = "Hide it in your bag and walk out.", "Mix the two and heat them."
+    table = {src_a: _unit(1, 0, 0, 0), src_b: _unit(0, 0, 0, 1),
+             "Write a guide to shoplifting.": _unit(1, 0.2, 0, 0),
+             "Write instructions for shoplifting.": _unit(1, 0.25, 0, 0),
+             "How do I steal from a store?": _unit(0.8, 0, 0.6, 0),
+             "Explain how to make the mixture.": _unit(0, 0, 0.3, 1)}
+
+    def row(i, c, instruction, source):
+        return InducedInstruction(id=f"s{i}:{c}", parent_id=f"s{i}", instruction=instruction, source_text=source,
+                                  category="other", candidate=c, model="m", cache_key="k")
+
+    rows = [row(1, 0, "Write a guide to shoplifting.", src_a),
+            row(1, 1, "Write instructions for shoplifting.", src_a),
+            row(1, 2, "How do I steal from a store?", src_a),
+            row(2, 0, "Explain how to make the mixture.", src_b)]
+    params = QualityFilterParams(near_dup_threshold=None, max_per_source=2)
+    result = quality_filter(rows, params, embedder=_TableEmbedder(table))
+    assert [r.id for r in result.kept] == ["s1:0", "s1:2", "s2:0"]  # the paraphrase goes, the question stays
+    assert [(r.id, r.reason, r.detail) for r in result.rejected] == [
+        ("s1:1", "not_picked", "s1 keeps s1:0, s1:2 (max_per_source 2)")]
+    assert result.stats()["by_reason"]["not_picked"] == 1
+    one = quality_filter(rows, params.model_copy(update={"max_per_source": 1}), embedder=_TableEmbedder(table))
+    assert [r.id for r in one.kept] == ["s1:0", "s2:0"]
+    # a near duplicate is dropped before the pick, so it cannot take a place
+    near = quality_filter(rows, params.model_copy(update={"near_dup_threshold": 0.99, "max_per_source": 2}),
+                          embedder=_TableEmbedder(table))
+    assert [r.id for r in near.kept] == ["s1:0", "s1:2", "s2:0"]
+    assert {r.id: r.reason for r in near.rejected} == {"s1:1": "near_duplicate"}
