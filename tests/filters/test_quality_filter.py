@@ -177,8 +177,9 @@ def test_off_source_instructions_are_dropped():
 def test_request_shapes():
     assert [request_shape(t) for t in ["How do I pick a lock", "Please, is it legal to hunt?", "Tell me a joke.",
                                        "Can you help me", "Write a poem.", "Give me the recipe.", "I need a gun.",
-                                       "Steps to make a bomb."]] == [
-        "question", "question", "imperative", "question", "imperative", "imperative", "imperative", "other"]
+                                       "Steps to make a bomb.", "Answer the question.\n\nWhy is the sky blue?"]] == [
+        "question", "question", "imperative", "question", "imperative", "imperative", "imperative", "other",
+        "imperative"]
 
 
 def _unit(*v):

@@ -138,7 +138,7 @@ def run_reverse_pairs(rec: ReadRecorder, root: Path) -> None:
 
 
 def run_quality_filter(rec: ReadRecorder, root: Path) -> None:
-    params = _write_params(root, {"quality_filter": {"min_source_similarity": 0.1}})
+    params = _write_params(root, {"quality_filter": {"min_source_similarity": 0.1, "max_per_source": 1}})
     _invoke(rec.stage("quality_filter"), stage_args("quality_filter", root, params=params,
                                                     induced=FIXTURES / "quality_filter" / "induced.jsonl"))
 
@@ -258,7 +258,8 @@ def run_build_preferences(rec: ReadRecorder, root: Path, **section) -> None:
 def run_build_preferences_human(rec: ReadRecorder, root: Path) -> None:
     """The paper's human-pairs baseline with nearest helpful selection: the keys the default mix never reads."""
     run_build_preferences(rec, root, safety_pairs="human", human_pairs=HH_MINI, human_max_turns=2, max_safety_pairs=1,
-                          helpful_selection="nearest", embedding_model="")
+                          helpful_selection="nearest", embedding_model="", helpful_rejected="expert_refusal",
+                          contrast_share=0.5)
 
 
 def run_prepare_base_hub(rec: ReadRecorder, root: Path) -> None:
@@ -329,7 +330,8 @@ CHAIN_STAGES = ("train_safety_classifier", "judge_instructions", "select_instruc
 LLM_STAGES = ("judge_instructions", "select_instructions", "self_evaluate")
 # keys a runner proves where it does not prove all its stages' keys (several runs together read every key)
 PROVES = {"build_preferences": {"build_preferences": None},  # None: all but the keys other runs of the stage prove
-          "build_preferences_human": {"build_preferences": {"embedding_model", "human_pairs", "human_max_turns"}},
+          "build_preferences_human": {"build_preferences": {"embedding_model", "human_pairs", "human_max_turns",
+                                                            "contrast_share"}},
           "prepare_base": {"prepare_base": {"policy.source", "policy.path", "policy.dtype", "reverse"}},
           "prepare_base_hub": {"prepare_base": {"policy.source", "policy.hub_id", "policy.revision"}},
           "judging_chain": {"judge_instructions": {"backend", "task", "options", "threshold", "max_error_fraction"},

@@ -18,11 +18,13 @@ from saferinstruct.filters.heuristics import IMPERATIVES, LEAD_INS, QUESTION_WOR
 
 
 def request_shape(text: str) -> str:
-    """question ("How do I ...?", "Is it ...?", any "?") | imperative ("Write ...", "Tell me ...") | other."""
-    toks = words(text.lower())
+    """question ("How do I ...?", "Is it ...?") | imperative ("Write ...", "Tell me ...") | other, read from the
+    first line: "Write a response to this question.\n\nWhy ...?" is an imperative with an input."""
+    first = text.strip().split("\n", 1)[0]
+    toks = words(first.lower())
     while toks and toks[0] in LEAD_INS:
         toks.pop(0)
-    if "?" in text or (toks and toks[0] in QUESTION_WORDS):
+    if "?" in first or (toks and toks[0] in QUESTION_WORDS):
         return "question"
     if toks and (toks[0] in IMPERATIVES or any(" ".join(toks).startswith(p) for p in REQUEST_PHRASES)):
         return "imperative"
