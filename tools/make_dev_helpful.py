@@ -11,29 +11,23 @@ list, so no stage trains on these prompts.
 
 from __future__ import annotations
 
-import gzip
-import hashlib
 import json
 from pathlib import Path
 
 import click
 
+from saferinstruct.hashing import text_sha256
 from saferinstruct.io import atomic_open
-from saferinstruct.sources.hh_rlhf import parse_hh
+
+from dev_eval import _first_turns  # tools/ is this script's directory: dev_eval's own transcript reader
 
 SOURCE = Path("data/raw/helpful/hh_rlhf_helpful_base_test.jsonl.gz")
 OUT = Path("data/raw/dev/hh_helpful_dev.jsonl")
 
 
 def helpful_dev_rows(source: Path, n: int) -> list[dict]:
-    rows = []
-    with gzip.open(source, "rt", encoding="utf-8") as fh:
-        for line, raw in enumerate(fh, 1):
-            turns = parse_hh(json.loads(raw)["chosen"])
-            users = [text for role, text in turns if role == "user"]
-            if turns and turns[0][0] == "user" and len(users) == 1 and 15 < len(users[0]) < 200:
-                rows.append({"id": f"hh_helpful:{line}", "prompt": users[0]})
-    rows.sort(key=lambda r: hashlib.sha256(f"dev:{r['id']}".encode()).hexdigest())
+    rows = [{"id": f"hh_helpful:{line}", "prompt": q} for line, q in _first_turns(source, True) if 15 < len(q) < 200]
+    rows.sort(key=lambda r: text_sha256(f"dev:{r['id']}"))
     return sorted(rows[:n], key=lambda r: int(r["id"].split(":")[1]))
 
 

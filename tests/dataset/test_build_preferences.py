@@ -106,7 +106,7 @@ def test_helpful_rejected_expert_refusal_makes_contrast_pairs(built, load_stage,
         assert r.provenance["rejected_from"].startswith("expert_refusal:safety:")
 
 
-def test_contrast_share_mixes_the_two_helpful_pair_kinds(built):
+def test_contrast_share_mixes_the_two_helpful_pair_kinds():
     from saferinstruct.preferences import _contrast, _Pair
 
     helpful = [_Pair(id=f"helpful:hh:{n}", parent_id=None, prompt=(("user", f"q{n}"),), chosen=f"a{n}",

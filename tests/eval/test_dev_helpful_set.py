@@ -15,15 +15,16 @@ from saferinstruct.sources.text import match_key
 DEV_FILE = REPO / "data/raw/dev/hh_helpful_dev.jsonl"
 
 
-def _tool():
+def _tool(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "tools"))  # as when run: it imports its sibling dev_eval
     spec = importlib.util.spec_from_file_location("make_dev_helpful", REPO / "tools/make_dev_helpful.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-def test_committed_file_is_what_the_tool_writes():
-    tool = _tool()
+def test_committed_file_is_what_the_tool_writes(monkeypatch):
+    tool = _tool(monkeypatch)
     rows = [json.loads(line) for line in DEV_FILE.read_text().splitlines()]
     assert rows == tool.helpful_dev_rows(REPO / tool.SOURCE, 100)
     assert len({match_key(r["prompt"]) for r in rows}) == 100
