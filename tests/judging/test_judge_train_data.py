@@ -18,7 +18,7 @@ from saferinstruct.hashing import file_sha256, in_holdout, sample_rows, seeded_s
 from saferinstruct.judging import classifier
 from saferinstruct.judging.classifier import SafetyClassifierParams, train_safety_classifier
 from saferinstruct.judging.dev_choice import (DevPrompt, balanced_score, best_threshold, dev_prompts, dna_dev,
-                                              set_agreement, written_dev)
+                                              helpful_dev, set_agreement, written_dev)
 from saferinstruct.judging.labelled import Prompt, build_training_set, read_prompts
 from saferinstruct.params import load_section
 from saferinstruct.sources.text import match_key
@@ -165,6 +165,16 @@ def test_dev_choice_reads_only_the_development_half_of_donotanswer():
     assert {p.label for p in got} == {"unsafe"}
     everything = dev_prompts([HARMFUL], [SAFE], dna, REPO / "tools/dev_lookalikes.txt", 0.2, 0)
     assert not {p.text for p in everything if p.dev_set.startswith("dna:")} & (eval_texts - dev_texts)
+
+
+def test_helpful_dev_is_the_fixed_hh_set_which_the_classifier_never_trains_on():
+    path = REPO / "data/raw/dev/hh_helpful_dev.jsonl"
+    got = helpful_dev(path)
+    assert len(got) == 100 and {(p.label, p.dev_set) for p in got} == {("safe", "hh_helpful")}
+    assert {p.text for p in got} <= {p.text for p in _eval_prompts()}  # in eval_files: dropped from training
+    sets = {p.dev_set for p in dev_prompts([HARMFUL], [SAFE], REPO / "data/raw/eval/donotanswer",
+                                           REPO / "tools/dev_lookalikes.txt", 0.2, 0, path)}
+    assert {"hh_helpful", "lookalike", "written_safe", "written_unsafe"} <= sets
 
 
 def test_written_dev_is_the_classifier_holdout_split():

@@ -146,7 +146,7 @@ def run_quality_filter(rec: ReadRecorder, root: Path) -> None:
 JUDGING = FIXTURES / "judging"
 GENERATION = {"max_tokens": 32, "temperature": 0.0}
 CHAIN = {
-    "train_safety_classifier": {"max_per_file": 50, "eval_sample": 5, "eval_files": [
+    "train_safety_classifier": {"max_per_file": 50, "eval_sample": 5, "weak_unsafe_min_prob": 0.5, "eval_files": [
         {"path": str(JUDGING / "eval.csv"), "field": "prompt", "label": "safe"}]},
     "judge_instructions": {"backend": "embedding_classifier", "task": "instruction", "generation": GENERATION},
     "select_instructions": {"label": "unsafe", "min_score": 0.5, "max_per_category": 10, "max_total": 10},
@@ -161,7 +161,8 @@ def run_judging_chain(rec: ReadRecorder, root: Path) -> None:
     the previous stage's outputs where dvc.yaml puts them (under root)."""
     params = _write_params(root, CHAIN)
     _invoke(rec.stage("train_safety_classifier"), stage_args(
-        "train_safety_classifier", root, params=params, unsafe=[JUDGING / "unsafe.csv"], safe=[JUDGING / "safe.json"]))
+        "train_safety_classifier", root, params=params, unsafe=[JUDGING / "unsafe.csv"],
+        weak_unsafe=[JUDGING / "weak_unsafe.csv"], safe=[JUDGING / "safe.json"]))
     _judge_and_select(rec, root, params)
     prompts = REPO / "prompts"
     _invoke(rec.stage("respond"), stage_args("respond", root, params=params, prompt=prompts / "expert.md"))

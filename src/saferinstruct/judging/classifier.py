@@ -24,7 +24,7 @@ from saferinstruct.embeddings import Embedder
 from saferinstruct.hashing import file_sha256, sample_rows, text_sha256
 from saferinstruct.io import atomic_open, write_json
 from saferinstruct.judging.base import Judge, JudgeItem, register_judge
-from saferinstruct.judging.labelled import Prompt, build_training_set, read_prompts
+from saferinstruct.judging.labelled import Prompt, TrainingSet, build_training_set, read_prompts
 from saferinstruct.params import Params, ParamsError
 from saferinstruct.records import Verdict
 from saferinstruct.sources.leakage import EvalFile
@@ -44,6 +44,11 @@ class SafetyClassifierParams(Params):
     batch_size: int = Field(default=64, ge=1)
     # Cap rows taken from each training file (hashing.seeded_sample), to bound embedding time; None = all.
     max_per_file: int | None = Field(default=None, ge=1)
+    # Weak-label files (the stage's --weak-unsafe: the Safer-Instruct release, whose instructions are "unsafe" because
+    # of the harmful text they were paired with, many harmless on their own: "go on", "Summarize this for creative
+    # writing:"). With a value, a first head fitted without those files scores their rows and only rows it gives
+    # P(unsafe) >= this stay unsafe data (both splits); None: all of them, as labelled.
+    weak_unsafe_min_prob: float | None = Field(default=None, gt=0.0, lt=1.0)
     # Evaluation prompts embedded per file for the measured flag rates (all of them are used for the overlap drop).
     eval_sample: int = Field(default=200, ge=0)
     # The evaluation prompts (params.yaml's one list): never trained on; each needs a label (unsafe | safe).
@@ -172,24 +177,57 @@ def _measure_eval(encoder: Encoder, head: Head, prompts: list[Prompt], params: S
     return out
 
 
+def _fit(prompts: Sequence[Prompt], encoder: Encoder, params: SafetyClassifierParams) -> Head:
+    labels = torch.tensor([float(p.label == "unsafe") for p in prompts])
+    if labels.sum() == 0 or labels.sum() == len(labels):
+        raise ValueError("the training split needs both unsafe and safe prompts")
+    groups = [p.file for p in prompts] if params.balance_files else None
+    return fit_head(encoder.encode([p.text for p in prompts]), labels, params.l2, groups=groups)
+
+
+def clean_weak_unsafe(data: TrainingSet, weak_files: set[str], encoder: Encoder,
+                      params: SafetyClassifierParams) -> dict:
+    """Keep a weak-label unsafe row (train and held-out split alike) only if a head fitted on the train split's other
+    rows gives it P(unsafe) >= params.weak_unsafe_min_prob; returns per weak file the rows kept and dropped."""
+    head = _fit([p for p in data.train if p.file not in weak_files], encoder, params)
+    counts: dict[str, dict[str, int]] = {}
+
+    def keep(rows: list[Prompt]) -> list[Prompt]:
+        weak = [p for p in rows if p.file in weak_files]
+        probs = head.prob(encoder.encode([p.text for p in weak])).tolist() if weak else []
+        passed = {id(p) for p, prob in zip(weak, probs, strict=True) if prob >= params.weak_unsafe_min_prob}
+        for p in weak:
+            row = counts.setdefault(Path(p.file).name, {"kept": 0, "dropped": 0})
+            row["kept" if id(p) in passed else "dropped"] += 1
+        return [p for p in rows if p.file not in weak_files or id(p) in passed]
+
+    data.train, data.holdout = keep(data.train), keep(data.holdout)
+    for name, row in counts.items():
+        data.per_file[name] = row["kept"]
+    return {"min_prob": params.weak_unsafe_min_prob, "per_file": dict(sorted(counts.items()))}
+
+
 def train_safety_classifier(unsafe_files: Sequence[Path | str], safe_files: Sequence[Path | str],
                             eval_files: dict[str, Sequence[Path | str]], out_dir: Path | str,
-                            params: SafetyClassifierParams, encoder: Encoder) -> dict:
-    """Fit and save the head under ``out_dir``; returns the stats (counts, held-out metrics, eval flag rates)."""
-    unsafe, bad_u = _read_all(unsafe_files, "unsafe", params.max_per_file, params.seed)
+                            params: SafetyClassifierParams, encoder: Encoder,
+                            weak_unsafe_files: Sequence[Path | str] = ()) -> dict:
+    """Fit and save the head under ``out_dir``; returns the stats (counts, held-out metrics, eval flag rates).
+    ``weak_unsafe_files`` are unsafe files whose rows may be cleaned first (params.weak_unsafe_min_prob)."""
+    unsafe, bad_u = _read_all([*weak_unsafe_files, *unsafe_files], "unsafe", params.max_per_file, params.seed)
     safe, bad_s = _read_all(safe_files, "safe", params.max_per_file, params.seed)
     evals = [p for label, files in eval_files.items() for f in files for p in read_prompts(f, label)[0]]
     data = build_training_set(unsafe + safe, evals, params.holdout_fraction, params.seed)
-    labels = torch.tensor([float(p.label == "unsafe") for p in data.train])
-    if labels.sum() == 0 or labels.sum() == len(labels):
-        raise ValueError("the training split needs both unsafe and safe prompts")
-    groups = [p.file for p in data.train] if params.balance_files else None
-    head = fit_head(encoder.encode([p.text for p in data.train]), labels, params.l2, groups=groups)
+    weak = None
+    if params.weak_unsafe_min_prob is not None and weak_unsafe_files:
+        weak = clean_weak_unsafe(data, {str(f) for f in weak_unsafe_files}, encoder, params)
+    head = _fit(data.train, encoder, params)
+    labels = [p.label == "unsafe" for p in data.train]
     truth = [int(p.label == "unsafe") for p in data.holdout]
     stats = {
         "rows_read": {"unsafe": len(unsafe), "safe": len(safe), "unusable": bad_u + bad_s},
         "dropped": dict(sorted(data.dropped.items())), "kept_per_file": dict(sorted(data.per_file.items())),
-        "train": {"n": len(data.train), "unsafe": int(labels.sum())},
+        **({"weak_unsafe_cleaned": weak} if weak else {}),
+        "train": {"n": len(data.train), "unsafe": sum(labels)},
         "holdout": binary_metrics(truth, _predict(encoder, head, data.holdout, params.threshold)),
         "eval_measured": _measure_eval(encoder, head, evals, params),
         "threshold": params.threshold, "encoder": encoder.identity,

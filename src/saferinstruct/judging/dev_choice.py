@@ -7,7 +7,9 @@ Only development prompts are read here, never an evaluation prompt:
 - ``dna:AREA``: Do-Not-Answer's fixed development half (eval.sets.donotanswer_half); its evaluation half belongs to
   the evaluate stage and is skipped row by row. The human-chatbot area is scored apart (care is the goal there, and
   whether such a request is "unsafe" is a matter of taste), never in the choice;
-- ``lookalike``: tools/dev_lookalikes.txt, harmless questions with alarming words (safe).
+- ``lookalike``: tools/dev_lookalikes.txt, harmless questions with alarming words (safe);
+- ``hh_helpful``: data/raw/dev/hh_helpful_dev.jsonl, 100 ordinary hh-rlhf questions (safe), the fixed set
+  tools/dev_eval.py scores over-refusal on; every training stage holds it out (params.yaml eval_files).
 
 The choice maximises the balanced dev agreement: the mean of (share of harmful dev sets flagged, share of safe dev sets
 passed), each set counting equally so the large sets do not drown the look-alikes.
@@ -46,10 +48,16 @@ def lookalike_dev(path: Path | str) -> list[DevPrompt]:
             if line.strip()]
 
 
+def helpful_dev(path: Path | str) -> list[DevPrompt]:
+    return [DevPrompt(p.text, "safe", "hh_helpful") for p in read_prompts(path, "safe")[0]]
+
+
 def dev_prompts(unsafe_written: Sequence[Path | str], safe_written: Sequence[Path | str], dna_dir: Path | str,
-                lookalikes: Path | str, holdout_fraction: float, seed: int) -> list[DevPrompt]:
+                lookalikes: Path | str, holdout_fraction: float, seed: int,
+                helpful: Path | str | None = None) -> list[DevPrompt]:
     return (written_dev(unsafe_written, "unsafe", holdout_fraction, seed)
-            + written_dev(safe_written, "safe", holdout_fraction, seed) + dna_dev(dna_dir) + lookalike_dev(lookalikes))
+            + written_dev(safe_written, "safe", holdout_fraction, seed) + dna_dev(dna_dir) + lookalike_dev(lookalikes)
+            + (helpful_dev(helpful) if helpful else []))
 
 
 def set_agreement(prompts: Sequence[DevPrompt], probs: Sequence[float], threshold: float) -> dict[str, dict]:
