@@ -19,33 +19,16 @@ import tempfile
 from pathlib import Path
 
 import click
-import torch
 import yaml
 
-from saferinstruct.judging.classifier import PinnedEncoder, SafetyClassifierParams, load_head, train_safety_classifier
+from saferinstruct.judging.classifier import (CachedEncoder, PinnedEncoder, SafetyClassifierParams, load_head,
+                                             train_safety_classifier)
 from saferinstruct.judging.dev_choice import best_threshold, dev_prompts, set_agreement
 from saferinstruct.params import load_section
 
 WRITTEN = "data/raw/judge_train/"
 HELPFUL_DEV = "data/raw/dev/hh_helpful_dev.jsonl"
 THRESHOLDS = [round(0.05 * i, 2) for i in range(4, 17)]  # 0.2 .. 0.8
-
-
-class CachedEncoder:
-    """The pinned encoder with a text -> vector cache (in memory, optionally on disk): one embedding pass per run."""
-
-    def __init__(self, inner: PinnedEncoder, cache: Path | None):
-        self.inner, self.cache = inner, cache
-        self.identity, self.sha256 = inner.identity, inner.sha256
-        self.store = torch.load(cache) if cache and cache.exists() else {}
-
-    def encode(self, texts):
-        missing = list(dict.fromkeys(t for t in texts if t not in self.store))
-        if missing:
-            self.store.update(zip(missing, self.inner.encode(missing)))
-            if self.cache:
-                torch.save(self.store, self.cache)
-        return torch.stack([self.store[t] for t in texts]) if texts else torch.empty((0, 384))
 
 
 def stage_files(dvc_yaml: str = "dvc.yaml") -> dict[str, list[str]]:

@@ -352,7 +352,7 @@ def test_weak_unsafe_rows_that_read_harmless_are_cleaned_before_the_final_fit(tm
     without that file scores them unsafe: the generic ones go, the harmful ones stay, counted per file."""
     weak = tmp_path / "weak.csv"
     weak.write_text("instruction\n" + "".join(f'"{t}"\n' for t in WEAK_HARMFUL + WEAK_GENERIC))
-    args = ([FIX / "unsafe.csv"], [FIX / "safe.json"], {}, )
+    args = ([FIX / "unsafe.csv"], [FIX / "safe.json"], {})
     as_labelled = train_safety_classifier(*args, tmp_path / "all", SafetyClassifierParams(holdout_fraction=0.25),
                                           HashEncoder(), [weak])
     assert "weak_unsafe_cleaned" not in as_labelled and as_labelled["kept_per_file"]["weak.csv"] == 8
@@ -366,6 +366,11 @@ def test_weak_unsafe_rows_that_read_harmless_are_cleaned_before_the_final_fit(tm
     before = [v.score for v in EmbeddingClassifierJudge(tmp_path / "all", HashEncoder()).judge(generic)]
     after = [v.score for v in EmbeddingClassifierJudge(tmp_path / "clean", HashEncoder()).judge(generic)]
     assert all(a < b for a, b in zip(after, before, strict=True))  # the cleaned judge no longer learns them as unsafe
+    counting = HashEncoder()
+    seen: list[str] = []
+    counting.encode = lambda texts, inner=counting.encode: seen.extend(texts) or inner(texts)
+    train_safety_classifier(*args, tmp_path / "once", params.model_copy(update={"eval_sample": 0}), counting, [weak])
+    assert seen and len(seen) == len(set(seen))  # the first head's rows are not embedded again for the final fit
     strict = params.model_copy(update={"weak_unsafe_min_prob": 0.999})  # a floor nothing passes: no weak row left
     assert train_safety_classifier(*args, tmp_path / "none", strict, HashEncoder(), [weak])[
         "weak_unsafe_cleaned"]["per_file"]["weak.csv"] == {"kept": 0, "dropped": 8}

@@ -98,6 +98,23 @@ class PinnedEncoder:
         return torch.from_numpy(self.embedder.encode(list(texts), batch_size=self.batch_size))
 
 
+class CachedEncoder:
+    """An encoder with a text -> vector cache (in memory, optionally on disk): each text is embedded once per run."""
+
+    def __init__(self, inner: Encoder, cache: Path | None = None):
+        self.inner, self.cache = inner, cache
+        self.identity, self.sha256 = inner.identity, inner.sha256
+        self.store = torch.load(cache) if cache and cache.exists() else {}
+
+    def encode(self, texts: Sequence[str]) -> torch.Tensor:
+        missing = list(dict.fromkeys(t for t in texts if t not in self.store))
+        if missing:
+            self.store.update(zip(missing, self.inner.encode(missing)))
+            if self.cache:
+                torch.save(self.store, self.cache)
+        return torch.stack([self.store[t] for t in texts]) if texts else self.inner.encode([])
+
+
 @dataclass
 class Head:
     weight: torch.Tensor  # (dim,)
@@ -219,6 +236,7 @@ def train_safety_classifier(unsafe_files: Sequence[Path | str], safe_files: Sequ
     data = build_training_set(unsafe + safe, evals, params.holdout_fraction, params.seed)
     weak = None
     if params.weak_unsafe_min_prob is not None and weak_unsafe_files:
+        encoder = CachedEncoder(encoder)  # the first head's rows are embedded again for the final fit
         weak = clean_weak_unsafe(data, {str(f) for f in weak_unsafe_files}, encoder, params)
     head = _fit(data.train, encoder, params)
     labels = [p.label == "unsafe" for p in data.train]
